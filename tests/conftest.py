@@ -1,0 +1,22 @@
+"""Shared test settings: quiet progress bars, offline hub, a private cache, 2 threads."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TUNELAB_QUIET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    """A small labelled CSV a user might bring: text + string labels."""
+    rows = ["text,label"]
+    for i in range(40):
+        rows.append(f"great wonderful movie number {i},pos" if i % 2 else f"awful boring film number {i},neg")
+    path = tmp_path / "reviews.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path

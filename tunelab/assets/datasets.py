@@ -1,0 +1,113 @@
+"""Named datasets: vendored slices (always there), ../shared/data copies (benchmarks), hub names.
+
+`resolve_dataset(name)` returns file paths plus the column roles a task needs, so recipes can say
+`data.dataset: ag_news_demo` instead of repeating paths and column mappings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+
+VENDORED = Path(__file__).resolve().parent.parent / "data" / "vendored"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    task: str
+    train: str  # "vendored:<file>" or "shared:<relative path>"
+    eval: str | None = None
+    text_fields: tuple[str, ...] = ("text",)
+    label: str = "label"
+    label_names: tuple[str, ...] = ()
+    eval_size: int | None = None  # split this many eval rows off train when `eval` is None
+    columns: dict[str, str] = field(default_factory=dict)
+    hub: str | None = None
+    description: str = ""
+
+
+AG_NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("ag_news_demo", "classification", "vendored:ag_news_test.csv.gz", None,
+                    ("title", "description"), "label", AG_NEWS_LABELS, eval_size=2000, hub="fancyzhx/ag_news",
+                    description="AG News official test split, stratified 5,600 train / 2,000 eval (seed 0)"),
+        DatasetSpec("ag_news", "classification", "shared:ag_news/test.csv.gz", None,
+                    ("title", "description"), "label", AG_NEWS_LABELS, eval_size=2000, hub="fancyzhx/ag_news",
+                    description="same split from ../shared/data (benchmarks)"),
+        DatasetSpec("imdb", "classification", "shared:imdb/train.csv.gz", "shared:imdb/test.csv.gz",
+                    ("text",), "label", ("negative", "positive"), hub="stanfordnlp/imdb",
+                    description="IMDb 25k/25k from ../shared/data"),
+        DatasetSpec("imdb_small", "classification", "vendored:imdb_train.csv.gz", "vendored:imdb_test.csv.gz",
+                    ("text",), "label", ("negative", "positive"), description="IMDb 1,000 / 500 vendored slice"),
+        DatasetSpec("cola", "classification", "vendored:cola_train.csv.gz", "vendored:cola_dev.csv.gz",
+                    ("sentence",), "label", ("unacceptable", "acceptable"), hub="nyu-mll/glue",
+                    description="CoLA in-domain train / dev"),
+        DatasetSpec("sst2", "classification", "shared:sst2/train.csv.gz", "shared:sst2/dev.csv.gz",
+                    ("sentence",), "label", ("negative", "positive"), description="SST-2 67k / 872"),
+        DatasetSpec("sst2_small", "classification", "vendored:sst2_train.csv.gz", "vendored:sst2_dev.csv.gz",
+                    ("sentence",), "label", ("negative", "positive"), description="SST-2 4,000 / 872 vendored"),
+        DatasetSpec("gsm8k_small", "sft", "vendored:gsm8k_train.jsonl.gz", "vendored:gsm8k_test.jsonl.gz",
+                    ("question",), "answer", description="GSM8K 600 / 100 vendored slice"),
+        DatasetSpec("spa_eng_small", "sft", "vendored:spa_eng_pairs.jsonl.gz", None, ("en",), "es",
+                    eval_size=300, description="English-Spanish pairs, 3,000 vendored"),
+        DatasetSpec("hh_helpful_small", "dpo", "vendored:hh_helpful_base.jsonl.gz", None, ("prompt",),
+                    "chosen_response", eval_size=50, description="HH-RLHF helpful-base pairs, 400 vendored"),
+        DatasetSpec("tinyshakespeare", "lm", "vendored:tinyshakespeare.txt.gz", None,
+                    description="tiny Shakespeare, 1.1M characters"),
+    ]
+}
+
+
+def shared_data_dir() -> Path | None:
+    """../shared/data beside the checkout (CI, benchmarks), or $TUNELAB_SHARED_DATA."""
+    env = os.environ.get("TUNELAB_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    repo_root = Path(__file__).resolve().parents[2]
+    candidates += [repo_root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def locate(ref: str, dataset: str) -> Path:
+    kind, _, rel = ref.partition(":")
+    if kind == "vendored":
+        return VENDORED / rel
+    base = shared_data_dir()
+    if base is None:
+        raise TunelabError(
+            f"dataset '{dataset}' needs ../shared/data/{rel}, which is not on this machine "
+            f"(set TUNELAB_SHARED_DATA, or use a vendored set: {', '.join(vendored_names())})")
+    return base / rel
+
+
+def vendored_names() -> list[str]:
+    return [name for name, spec in DATASETS.items() if spec.train.startswith("vendored:")]
+
+
+def resolve_dataset(name: str) -> DatasetSpec:
+    spec = DATASETS.get(name)
+    if spec is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(DATASETS)})"
+        raise TunelabError(f"data.dataset: unknown dataset '{name}'{hint}")
+    return spec
+
+
+def list_datasets() -> list[dict[str, str]]:
+    rows = []
+    for spec in DATASETS.values():
+        available = spec.train.startswith("vendored:") or shared_data_dir() is not None
+        rows.append({"name": spec.name, "task": spec.task, "available": "yes" if available else "no (needs shared)",
+                     "description": spec.description})
+    return rows

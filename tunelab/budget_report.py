@@ -1,0 +1,28 @@
+"""`tunelab budget RECIPE`: the exact trainable-parameter count a recipe would train, per module type,
+computed by building the model and attaching the adapters exactly as `tunelab run` would."""
+
+from __future__ import annotations
+
+from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
+from tunelab.recipes import load_recipe, with_overrides
+from tunelab.tasks import TASKS
+
+
+def budget_for_recipe(recipe: str, overrides: list[str]) -> str:
+    from tunelab.adapters.budget import budget_report
+    from tunelab.runner import prepare_model
+
+    config = load_recipe(recipe, overrides)
+    configs = {label: with_overrides(config, o, f"variants.{label}") for label, o in config.variants.items()} \
+        or {config.name: config}
+    resolved = resolve_model(config.model.name, config.model.revision)
+    tokenizer = load_tokenizer(resolved)
+    task = TASKS[config.task](config)
+    task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
+    parts = []
+    for label, variant_config in configs.items():
+        task.config = variant_config
+        model, _ = prepare_model(variant_config, task, resolved.path)
+        title = f"== {label} ({variant_config.adapter.variant}) =="
+        parts.append(title + "\n" + budget_report(model, variant_config.adapter))
+    return "\n\n".join(parts)

@@ -1,0 +1,109 @@
+"""`tunelab VERB ...`: parse arguments, call the library, print. Nothing else lives here.
+
+User errors (TunelabError) print as one red line and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tunelab.recipes import load_recipe
+    from tunelab.report.compare import print_comparison, write_comparison
+    from tunelab.runner import run_recipe
+
+    config = load_recipe(args.recipe, args.overrides)
+    outcomes = run_recipe(config, resume=Path(args.resume) if args.resume else None)
+    if len(outcomes) > 1:
+        group = outcomes[0].run_dir.parent
+        write_comparison(outcomes, group)
+        print_comparison(outcomes)
+        print(f"comparison and report: {group}")
+    else:
+        print_comparison(outcomes)
+        print(f"run directory: {outcomes[0].run_dir}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tunelab.assets.models import list_models
+    from tunelab.progress import console
+
+    table = Table(title="packaged offline models (any other name: hub id or local directory)")
+    rows = list_models()
+    for key in rows[0]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tunelab.assets.datasets import list_datasets
+    from tunelab.progress import console
+
+    table = Table(title="registered datasets (or point data.train at a CSV/JSONL/Parquet/text file)")
+    rows = list_datasets()
+    for key in rows[0]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    return 0
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    from tunelab.budget_report import budget_for_recipe
+
+    print(budget_for_recipe(args.recipe, args.overrides))
+    return 0
+
+
+def add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="YAML recipe, e.g. configs/demo.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.lr=3e-4 adapter.rank=4")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    run = verbs.add_parser("run", help="train a recipe (all its variants) and compare")
+    add_recipe_args(run)
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    verbs.add_parser("models", help="list packaged offline models")
+    verbs.add_parser("data", help="list registered datasets")
+    budget = verbs.add_parser("budget", help="exact trainable-parameter count of a recipe, per module type")
+    add_recipe_args(budget)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run, "models": cmd_models, "data": cmd_data, "budget": cmd_budget,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except TunelabError as exc:
+        print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted (resume with --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

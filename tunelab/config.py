@@ -1,0 +1,87 @@
+"""The run config: one frozen, validated section per concern (model, data, adapter, train, eval).
+
+A recipe's YAML maps one-to-one onto `RunConfig`; unknown keys and wrong types are rejected by
+pydantic and reported by `tunelab.recipes` as one line naming the dotted key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tunelab.adapters.spec import AdapterConfig, Frozen
+
+TaskName = Literal["classification"]
+
+
+class ModelConfig(Frozen):
+    name: str = Field(default="minilm", description="packaged alias, hub id or local directory")
+    revision: str | None = None
+    max_length: int = Field(default=128, ge=8, le=8192)
+
+
+class DataConfig(Frozen):
+    dataset: str | None = Field(default=None, description="registered dataset name (see `tunelab data`)")
+    train: str | None = Field(default=None, description="path of a CSV/JSONL/Parquet/text file")
+    eval: str | None = None
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="role -> column in the file, e.g. {text: review, label: stars}")
+    text_fields: list[str] = Field(
+        default_factory=list, description="columns joined with ' ' to form the text (e.g. [title, description])")
+    limit: int | None = Field(default=None, ge=1, description="use at most this many training rows")
+    eval_limit: int | None = Field(default=None, ge=1)
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out when no eval file is given")
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.dataset is None and self.train is None:
+            raise ValueError("data: give either data.dataset (a registered name) or data.train (a file path)")
+        return self
+
+
+class TrainConfig(Frozen):
+    lr: float = Field(default=5e-4, gt=0)
+    head_lr: float | None = Field(default=None, gt=0, description="learning rate of the task head")
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    scale_weight_decay: float = Field(default=1e-4, ge=0, description="weight decay on adapter scales (seed 000)")
+    warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
+    schedule: Literal["linear", "cosine", "constant", "step"] = "linear"
+    step_milestones: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75], description="fractions of training where 'step' divides the lr")
+    step_lrs: list[float] = Field(default_factory=lambda: [3e-4, 1e-4])
+    clip: float | None = Field(default=1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    log_every: int = Field(default=10, ge=1)
+    eval_every: int | None = Field(default=None, ge=1, description="evaluate every N optimizer steps")
+    early_stopping: int | None = Field(default=None, ge=1, description="stop after N evals without improvement")
+    bucket_pool: int = Field(default=64, ge=1, description="batches per shuffled pool sorted by length")
+    checkpoint_every: int | None = Field(default=None, ge=1, description="save a resumable checkpoint every N steps")
+    head_only: bool = Field(default=False, description="with adapter.variant=none: train only the task head")
+    threads: int | None = Field(default=None, ge=1)
+
+
+class EvalConfig(Frozen):
+    batch_size: int = Field(default=64, ge=1)
+    metric: str = Field(default="accuracy", description="metric used for best checkpoint / early stopping")
+
+
+class RunConfig(Frozen):
+    name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    task: TaskName = "classification"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")
+    output_dir: str = "runs"

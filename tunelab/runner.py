@@ -1,0 +1,124 @@
+"""Run a recipe: one training run, or one per named variant followed by a comparison.
+
+This is the glue between config, assets, task, adapters and the loop; the CLI and the Python API
+both call `run_recipe`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.adapters.budget import check_budget, plan_ranks, trainable_breakdown
+from tunelab.adapters.inject import inject_adapters, num_heads_of
+from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
+from tunelab.config import RunConfig
+from tunelab.progress import console
+from tunelab.recipes import config_to_dict, with_overrides
+from tunelab.rundir import RunDir, new_run_id
+from tunelab.tasks import TASKS
+from tunelab.train.loop import train
+from tunelab.train.precision import choose_precision, default_device
+
+HEAD_PATTERNS = [r"(^|\.)classifier(\.|$)", r"(^|\.)pre_classifier(\.|$)", r"(^|\.)score(\.|$)"]
+
+
+@dataclass
+class RunOutcome:
+    label: str
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None = None) -> list[RunOutcome]:
+    """Train every variant of the recipe (or the recipe itself) and return their summaries."""
+    root = Path(root or config.output_dir)
+    if not config.variants:
+        return [run_single(config, config.name, root / config.name, resume)]
+    group_dir = Path(resume) if resume else root / config.name / new_run_id()
+    outcomes = []
+    for label, overrides in config.variants.items():
+        variant = with_overrides(config, overrides, source=f"variants.{label}")
+        existing = group_dir / label
+        outcomes.append(run_single(variant, label, group_dir, existing if resume else None, run_id=label))
+    return outcomes
+
+
+def prepare_model(config: RunConfig, task, model_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load the model with its head, attach adapters per `adapter:`, enforce the budget."""
+    torch.manual_seed(config.train.seed)
+    model = task.build_model(model_path)
+    adapter = config.adapter
+    if adapter.variant == "none":
+        if config.train.head_only:
+            for name, param in model.named_parameters():
+                param.requires_grad = any(re.search(p, name) for p in HEAD_PATTERNS)
+        return model, trainable_breakdown(model)
+    if not adapter.trainable_extra:
+        adapter = adapter.model_copy(update={"trainable_extra": HEAD_PATTERNS})
+    if adapter.plan == "fill":
+        adapter = plan_ranks(model, adapter)
+    inject_adapters(model, adapter, num_heads_of(model))
+    check_budget(model, adapter)
+    return model, trainable_breakdown(model)
+
+
+def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None = None,
+               run_id: str | None = None) -> RunOutcome:
+    started = time.perf_counter()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    resolved = resolve_model(config.model.name, config.model.revision)
+    tokenizer = load_tokenizer(resolved)
+    task = TASKS[config.task](config)
+    task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
+    model, breakdown = prepare_model(config, task, resolved.path)
+    device = default_device()
+    model.to(device)
+    precision = choose_precision(config.train.precision, device)
+    run = RunDir(Path(resume)) if resume else RunDir.create(parent, "", run_id)
+    run.write_config(config_to_dict(config), seed=config.train.seed)
+    console.print(f"[bold]{label}[/]: {config.adapter.variant} on {config.model.name}, "
+                  f"{breakdown['trainable']:,} trainable / {breakdown['total']:,} params, {precision.name}, "
+                  f"{task.train_size} train rows -> {run.path}")
+    result = train(model, task, config.train, run, precision, device, resume=resume is not None,
+                   metric=config.eval.metric)
+    save_artifact(model, config, resolved, run.path / "artifact", tokenizer)
+    summary = {
+        "label": label, "recipe": config.name, "task": config.task, "model": config.model.name,
+        "variant": config.adapter.variant, "precision": precision.name, "device": str(device),
+        "trainable_params": breakdown["trainable"], "total_params": breakdown["total"],
+        "params": breakdown, "metrics": result.metrics, "steps": result.steps, "best_step": result.best_step,
+        "stopped_early": result.stopped_early, "train_samples": result.samples,
+        "samples_per_s": round(result.samples_per_s, 2), "tokens_per_s": round(result.tokens_per_s, 1),
+        "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    run.write_summary(summary)
+    return RunOutcome(label, run.path, summary)
+
+
+def save_artifact(model: torch.nn.Module, config: RunConfig, resolved, out_dir: Path, tokenizer) -> None:
+    """Adapters + head as safetensors with the base named; a full fine-tune saves the whole model."""
+    base = {"name": config.model.name, "revision": config.model.revision, "fingerprint": resolved.fingerprint}
+    if config.adapter.variant == "none":
+        import shutil
+
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        from tunelab.train.checkpoint import replace_dir
+
+        replace_dir(tmp, out_dir)
+        return
+    from tunelab.adapters.artifact import save_adapter
+    from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats
+
+    save_adapter(model, config.adapter, base, out_dir)
+    write_adapter_stats(model, out_dir.parent / "adapter_stats.json")
+    plot_scale_heatmap(adapter_stats(model), out_dir.parent / "adapter_heatmap.png")

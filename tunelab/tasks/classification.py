@@ -1,0 +1,143 @@
+"""Sequence classification (AG News, IMDb, CoLA, SST-2).
+
+Algorithm: text -> tokenizer (truncate to model.max_length) -> encoder -> pooled [CLS] ->
+linear head -> logits (B, num_labels); loss = mean cross-entropy. Evaluation predicts argmax on the
+eval split and scores accuracy, macro/weighted F1, MCC and the confusion matrix with scikit-learn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForSequenceClassification
+
+from tunelab.data.tables import join_text, load_tables
+from tunelab.errors import TunelabError
+from tunelab.eval.classification_metrics import classification_metrics, confusion_table
+from tunelab.progress import progress_bar
+from tunelab.rundir import atomic_write_text
+from tunelab.tasks.base import Task
+from tunelab.train.batching import TokenizedSet, bucketed_batches, pad_batch
+from tunelab.train.tokenize_cache import tokenize_texts
+
+
+def encode_labels(values: pd.Series, names: tuple[str, ...], column: str) -> tuple[np.ndarray, list[str]]:
+    """Integer labels stay as they are (0..K-1); strings map to sorted class names."""
+    if pd.api.types.is_integer_dtype(values):
+        labels = values.to_numpy(dtype=np.int64)
+        if labels.min() < 0:
+            row = int(np.argmin(labels))
+            raise TunelabError(f"data.columns.label: negative label {labels[row]} in row {row} of column '{column}'")
+        count = max(int(labels.max()) + 1, len(names))
+        return labels, list(names) if len(names) == count else [str(i) for i in range(count)]
+    text = values.astype(str)
+    classes = sorted(text.unique())
+    mapping = {name: i for i, name in enumerate(classes)}
+    return text.map(mapping).to_numpy(dtype=np.int64), classes
+
+
+class ClassificationTask(Task):
+    name = "classification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.label_names: list[str] = []
+        self.train_set: TokenizedSet | None = None
+        self.eval_set: TokenizedSet | None = None
+        self.eval_texts: list[str] = []
+        self.pad_id = 0
+
+    # ----- data -----
+    def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
+        tables = load_tables(self.config.data)
+        train_labels, names = encode_labels(tables.train[tables.label], tables.label_names, tables.label)
+        if not pd.api.types.is_integer_dtype(tables.train[tables.label]):
+            lookup = {name: i for i, name in enumerate(names)}
+            unknown = sorted(set(tables.eval[tables.label].astype(str)) - set(lookup))
+            if unknown:
+                raise TunelabError(f"data.eval: label '{unknown[0]}' does not occur in the training data")
+            eval_labels = tables.eval[tables.label].astype(str).map(lookup).to_numpy(dtype=np.int64)
+        else:
+            eval_labels, _ = encode_labels(tables.eval[tables.label], tables.label_names, tables.label)
+        if len(names) <= int(eval_labels.max()):
+            names = [str(i) for i in range(int(eval_labels.max()) + 1)]
+        self.label_names = names
+        max_length = self.config.model.max_length
+        train_texts = join_text(tables.train, tables.text_fields)
+        self.eval_texts = join_text(tables.eval, tables.text_fields)
+        self.train_set = TokenizedSet(tokenize_texts(tokenizer, train_texts, max_length, cache_dir, tokenizer_id,
+                                                     "tokenising train"), train_labels)
+        self.eval_set = TokenizedSet(tokenize_texts(tokenizer, self.eval_texts, max_length, cache_dir, tokenizer_id,
+                                                    "tokenising eval"), eval_labels)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_set) if self.train_set is not None else 0
+
+    def train_batches(self, seed: int) -> list[np.ndarray]:
+        cfg = self.config.train
+        return bucketed_batches(self.train_set.lengths, cfg.batch_size, cfg.bucket_pool, seed)
+
+    def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
+        data = self.train_set if split == "train" else self.eval_set
+        input_ids, attention_mask = pad_batch([data.ids[i] for i in index], self.pad_id)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "labels": torch.from_numpy(data.targets[index])}
+
+    # ----- model and loss -----
+    def build_model(self, model_path: Path) -> nn.Module:
+        names = self.label_names
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(model_path), num_labels=len(names), id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)})
+
+    def loss_fn(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, K)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        return loss, {}
+
+    # ----- evaluation -----
+    @torch.no_grad()
+    def predict(self, model: nn.Module, autocast=None) -> np.ndarray:
+        model.eval()
+        device = next(model.parameters()).device
+        batches = bucketed_batches(self.eval_set.lengths, self.config.eval.batch_size, 1, 0, shuffle=False)
+        predictions = np.zeros(len(self.eval_set), dtype=np.int64)
+        with progress_bar("evaluating", total=len(self.eval_set)) as bar:
+            for index in batches:
+                batch = self.collate(index, split="eval")
+                with autocast() if autocast else contextlib.nullcontext():
+                    logits = model(input_ids=batch["input_ids"].to(device),
+                                   attention_mask=batch["attention_mask"].to(device)).logits
+                predictions[index] = logits.argmax(dim=-1).cpu().numpy()
+                bar.advance(len(index))
+        return predictions
+
+    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None) -> dict[str, Any]:
+        predictions = self.predict(model, autocast)
+        metrics = classification_metrics(self.eval_set.targets, predictions, self.num_labels)
+        if out_dir is not None:
+            self.write_eval_files(out_dir, predictions, metrics)
+        return metrics
+
+    def write_eval_files(self, out_dir: Path, predictions: np.ndarray, metrics: dict[str, Any]) -> None:
+        from tunelab.report.plots import plot_confusion_matrix
+
+        names = self.label_names
+        frame = pd.DataFrame({"text": self.eval_texts, "label": [names[i] for i in self.eval_set.targets],
+                              "prediction": [names[i] for i in predictions]})
+        atomic_write_text(Path(out_dir) / "predictions.csv", frame.to_csv(index=False))
+        atomic_write_text(Path(out_dir) / "confusion_matrix.md", confusion_table(metrics["confusion_matrix"], names))
+        plot_confusion_matrix(metrics["confusion_matrix"], names, Path(out_dir) / "confusion_matrix.png")

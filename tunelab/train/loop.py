@@ -1,0 +1,171 @@
+"""The training loop every task uses. Read it top to bottom:
+
+    for each optimizer step:
+        accumulate grad_accum micro-batches (autocast, loss / grad_accum, backward)
+        clip, step, schedule, zero grads
+        every log_every steps: append a line to metrics.jsonl
+        every eval_every steps: evaluate, keep the best weights, maybe stop early, checkpoint
+    final evaluation (of the best weights when evals ran)
+
+Batch order is a pure function of (seed, epoch), and checkpoints hold the RNG states, so a resumed
+run replays exactly the batches and dropout masks an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunelab.config import TrainConfig
+from tunelab.progress import progress_bar
+from tunelab.rundir import RunDir
+from tunelab.tasks.base import Task
+from tunelab.train.checkpoint import load_best, load_checkpoint, save_best, save_checkpoint
+from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.precision import Precision
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, Any]
+    steps: int
+    samples: int
+    tokens: int
+    train_seconds: float
+    best_step: int | None
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+def total_steps_for(task: Task, cfg: TrainConfig) -> int:
+    steps_per_epoch = math.ceil(len(task.train_batches(cfg.seed)) / cfg.grad_accum)
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+
+def fresh_position() -> dict[str, Any]:
+    return {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "bad_evals": 0,
+            "samples": 0, "tokens": 0, "train_seconds": 0.0, "stopped_early": False}
+
+
+def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision: Precision,
+          device: torch.device, resume: bool = False, metric: str = "accuracy") -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    optimizer = build_optimizer(model, cfg)
+    total_steps = total_steps_for(task, cfg)
+    scheduler = build_scheduler(optimizer, total_steps, cfg)
+    scaler = precision.grad_scaler()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    position = fresh_position()
+    if resume and (run.path / "checkpoints" / "last").exists():
+        position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler)
+        run.truncate_metrics(position["step"])
+    eval_every = cfg.eval_every
+    model.train()
+    with progress_bar("training", total=total_steps) as bar:
+        bar.advance(position["step"])
+        while position["step"] < total_steps and not position["stopped_early"]:
+            batches = task.train_batches(cfg.seed + position["epoch"])
+            while position["batch"] < len(batches) and position["step"] < total_steps:
+                group = batches[position["batch"]: position["batch"] + cfg.grad_accum]
+                started = time.perf_counter()
+                loss, logged = accumulate(model, task, group, precision, scaler, device)
+                optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
+                position["train_seconds"] += time.perf_counter() - started
+                position["step"] += 1
+                position["batch"] += len(group)
+                position["samples"] += sum(len(b) for b in group)
+                position["tokens"] += logged.pop("tokens")
+                bar.advance(1, status=f"loss {loss:.4f}")
+                if position["step"] % cfg.log_every == 0 or position["step"] == total_steps:
+                    run.log({"step": position["step"], "epoch": position["epoch"], "loss": loss,
+                             "lr": scheduler.get_last_lr()[0], **logged})
+                if eval_every and position["step"] % eval_every == 0:
+                    periodic_eval(model, task, run, position, cfg, metric, precision)
+                if checkpoint_due(position["step"], cfg):
+                    save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
+                                    position)
+                if position["stopped_early"]:
+                    break
+            if position["batch"] >= len(batches):
+                position["epoch"] += 1
+                position["batch"] = 0
+    return finish(model, task, run, position, precision)
+
+
+def checkpoint_due(step: int, cfg: TrainConfig) -> bool:
+    every = cfg.checkpoint_every or cfg.eval_every
+    return bool(every) and step % every == 0
+
+
+def accumulate(model: nn.Module, task: Task, group: list, precision: Precision, scaler, device: torch.device,
+               ) -> tuple[float, dict[str, float]]:
+    """Forward/backward over the micro-batches of one optimizer step; returns the mean loss."""
+    total_loss, tokens, logged = 0.0, 0, {}
+    for index in group:
+        batch = {k: v.to(device, non_blocking=True) for k, v in task.collate(index).items()}
+        with precision.autocast():
+            loss, logged = task.loss_fn(model, batch)
+        scaled = loss / len(group)
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total_loss += float(loss.detach()) / len(group)
+        tokens += task.batch_tokens(batch)
+    return total_loss, {**logged, "tokens": tokens}
+
+
+def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], clip: float | None) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(trainable, clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], cfg: TrainConfig,
+                  metric: str, precision: Precision) -> None:
+    """Evaluate, keep the best weights on disk, count evals without improvement for early stopping."""
+    metrics = task.evaluate(model, None, precision.autocast)
+    model.train()
+    value = float(metrics[metric])
+    run.log({"step": position["step"], "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+    best = position["best"]
+    better = best is None or (value > best if task.higher_is_better else value < best)
+    if better:
+        position.update(best=value, best_step=position["step"], bad_evals=0)
+        save_best(run.path / "checkpoints" / "best", model)
+    else:
+        position["bad_evals"] += 1
+        if cfg.early_stopping and position["bad_evals"] >= cfg.early_stopping:
+            position["stopped_early"] = True
+
+
+def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], precision: Precision) -> TrainResult:
+    """Final evaluation, on the best weights if periodic evals found a better step than the last."""
+    if position["best_step"] is not None and position["best_step"] != position["step"]:
+        load_best(run.path / "checkpoints" / "best", model)
+    metrics = task.evaluate(model, run.path, precision.autocast)
+    model.eval()
+    return TrainResult(metrics=metrics, steps=position["step"], samples=position["samples"],
+                       tokens=position["tokens"], train_seconds=position["train_seconds"],
+                       best_step=position["best_step"] or position["step"], stopped_early=position["stopped_early"],
+                       history=run.metrics())

@@ -1,0 +1,70 @@
+"""AdamW with per-group weight decay and the learning-rate schedules recipes name.
+
+Groups: biases/norms and magnitude vectors get no decay; adapter scales get the small decay seed
+000 used (1e-4) so they neither collapse nor explode; the task head may have its own lr.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from tunelab.config import TrainConfig
+
+NO_DECAY_LEAVES = ("bias", "m", "m_in", "m_out", "magnitude")
+NORM_MARKERS = ("LayerNorm", "layer_norm", "norm")
+HEAD_MARKERS = ("classifier", "score", "qa_outputs", "lm_head_adapter")
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    groups: dict[str, dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if "scale" in leaf:
+            key, decay = "scales", cfg.scale_weight_decay
+        elif param.ndim < 2 or leaf in NO_DECAY_LEAVES or any(marker in name for marker in NORM_MARKERS):
+            key, decay = "no_decay", 0.0
+        else:
+            key, decay = "decay", cfg.weight_decay
+        is_head = any(name.startswith(marker) or f".{marker}." in name for marker in HEAD_MARKERS)
+        lr = cfg.head_lr if (is_head and cfg.head_lr) else cfg.lr
+        group = groups.setdefault(f"{key}/{lr}", {"params": [], "weight_decay": decay, "lr": lr, "name": key})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if not groups:
+        from tunelab.errors import TunelabError
+
+        raise TunelabError("nothing to train: no parameter has requires_grad (check adapter.targets)")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+
+
+def lr_multiplier(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Factor applied to each group's base lr at optimizer step `step` (0-based)."""
+    warmup = int(cfg.warmup_ratio * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    # "step": seed 000's 1e-3 -> 3e-4 -> 1e-4, expressed as lrs reached at fractions of training
+    factor = 1.0
+    for milestone, lr in zip(cfg.step_milestones, cfg.step_lrs, strict=False):
+        if step / max(1, total_steps) >= milestone:
+            factor = lr / cfg.lr
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: TrainConfig):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, total_steps, cfg))
