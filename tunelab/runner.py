@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from tunelab.adapters.budget import check_budget, plan_ranks, trainable_breakdown
+from tunelab.adapters.budget import check_budget, trainable_breakdown
 from tunelab.adapters.inject import inject_adapters, num_heads_of
 from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
 from tunelab.config import RunConfig
@@ -35,8 +35,17 @@ class RunOutcome:
     summary: dict[str, Any]
 
 
+def quiet_transformers() -> None:
+    """Our own bars and one-line messages replace transformers' load reports and tqdm bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None = None) -> list[RunOutcome]:
     """Train every variant of the recipe (or the recipe itself) and return their summaries."""
+    quiet_transformers()
     root = Path(root or config.output_dir)
     if not config.variants:
         return [run_single(config, config.name, root / config.name, resume)]
@@ -49,23 +58,31 @@ def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None 
     return outcomes
 
 
-def prepare_model(config: RunConfig, task, model_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load the model with its head, attach adapters per `adapter:`, enforce the budget."""
+def head_patterns(model: torch.nn.Module) -> list[str]:
+    """The task-head patterns that exist in this model (classifier, pre_classifier, score)."""
+    names = [name for name, _ in model.named_parameters()]
+    return [p for p in HEAD_PATTERNS if any(re.search(p, name) for name in names)]
+
+
+def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: bool = True,
+                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load the model with its head, attach adapters per `adapter:` (plan, budget), or set up full /
+    head-only training when `adapter.variant` is none."""
     torch.manual_seed(config.train.seed)
     model = task.build_model(model_path)
     adapter = config.adapter
-    if adapter.variant == "none":
-        if config.train.head_only:
-            for name, param in model.named_parameters():
-                param.requires_grad = any(re.search(p, name) for p in HEAD_PATTERNS)
-        return model, trainable_breakdown(model)
     if not adapter.trainable_extra:
-        adapter = adapter.model_copy(update={"trainable_extra": HEAD_PATTERNS})
-    if adapter.plan == "fill":
-        adapter = plan_ranks(model, adapter)
-    inject_adapters(model, adapter, num_heads_of(model))
-    check_budget(model, adapter)
-    return model, trainable_breakdown(model)
+        adapter = adapter.model_copy(update={"trainable_extra": head_patterns(model)})
+    if adapter.variant == "none" and config.train.head_only:
+        for name, param in model.named_parameters():
+            param.requires_grad = any(re.search(p, name) for p in adapter.trainable_extra)
+    elif adapter.variant != "none":
+        inject_adapters(model, adapter, num_heads_of(model), enforce_budget=enforce_budget)
+    breakdown = trainable_breakdown(model, adapter)
+    if enforce_budget:
+        check_budget(model, adapter)
+    model.tunelab_adapter_config = adapter  # what was applied (head patterns filled in), saved with the artifact
+    return model, breakdown
 
 
 def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None = None,
@@ -119,6 +136,6 @@ def save_artifact(model: torch.nn.Module, config: RunConfig, resolved, out_dir: 
     from tunelab.adapters.artifact import save_adapter
     from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats
 
-    save_adapter(model, config.adapter, base, out_dir)
+    save_adapter(model, model.tunelab_adapter_config, base, out_dir)
     write_adapter_stats(model, out_dir.parent / "adapter_stats.json")
     plot_scale_heatmap(adapter_stats(model), out_dir.parent / "adapter_heatmap.png")

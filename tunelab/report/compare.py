@@ -63,7 +63,7 @@ def print_comparison(outcomes) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=140)
     rows = comparison_rows([o.summary for o in outcomes])
     table = Table(title="results")
     for _, title in COLUMNS:
