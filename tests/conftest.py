@@ -1,6 +1,7 @@
 """Shared test settings: quiet progress bars, offline hub, a private cache, 2 threads."""
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -8,6 +9,8 @@ import torch
 os.environ.setdefault("TUNELAB_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# a private cache per test session: tests never touch the user's ~/.cache/tunelab
+os.environ.setdefault("TUNELAB_CACHE", tempfile.mkdtemp(prefix="tunelab-test-cache-"))
 torch.set_num_threads(2)
 
 

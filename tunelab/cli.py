@@ -31,35 +31,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
+    from rich.console import Console
     from rich.table import Table
 
-    from tunelab.assets.models import list_models
-    from tunelab.progress import console
-
-    table = Table(title="packaged offline models (any other name: hub id or local directory)")
-    rows = list_models()
-    for key in rows[0]:
-        table.add_column(key)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
     for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    console.print(table)
+        table.add_row(*(str(row.get(column, "")) for column in columns))
+    Console(width=160).print(table)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tunelab.assets.models import list_models
+
+    print_rows("packaged offline models (any other model.name: a hub id or a local directory)", list_models(),
+               ["alias", "kind", "installed", "cached", "package", "description"])
     return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from tunelab.assets.datasets import list_datasets
-    from tunelab.progress import console
 
-    table = Table(title="registered datasets (or point data.train at a CSV/JSONL/Parquet/text file)")
-    rows = list_datasets()
-    for key in rows[0]:
-        table.add_column(key)
-    for row in rows:
-        table.add_row(*row.values())
-    console.print(table)
+    print_rows("registered datasets (or point data.train at a CSV/TSV/JSONL/Parquet/text file)", list_datasets(),
+               ["name", "task", "available", "description"])
     return 0
 
 

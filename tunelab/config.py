@@ -63,6 +63,8 @@ class TrainConfig(Frozen):
     early_stopping: int | None = Field(default=None, ge=1, description="stop after N evals without improvement")
     bucket_pool: int = Field(default=64, ge=1, description="batches per shuffled pool sorted by length")
     checkpoint_every: int | None = Field(default=None, ge=1, description="save a resumable checkpoint every N steps")
+    frozen_prefix_cache: bool = Field(default=True, description="reuse frozen bottom layers' outputs across steps")
+    prefix_cache_max_gb: float = Field(default=4.0, gt=0)
     head_only: bool = Field(default=False, description="with adapter.variant=none: train only the task head")
     threads: int | None = Field(default=None, ge=1)
 

@@ -24,6 +24,7 @@ from tunelab.rundir import RunDir, new_run_id
 from tunelab.tasks import TASKS
 from tunelab.train.loop import train
 from tunelab.train.precision import choose_precision, default_device
+from tunelab.train.prefix_cache import FrozenPrefixCache, build_prefix_cache
 
 HEAD_PATTERNS = [r"(^|\.)classifier(\.|$)", r"(^|\.)pre_classifier(\.|$)", r"(^|\.)score(\.|$)"]
 
@@ -103,8 +104,9 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     console.print(f"[bold]{label}[/]: {config.adapter.variant} on {config.model.name}, "
                   f"{breakdown['trainable']:,} trainable / {breakdown['total']:,} params, {precision.name}, "
                   f"{task.train_size} train rows -> {run.path}")
+    prefix_cache = build_cache(model, task, config, precision)
     result = train(model, task, config.train, run, precision, device, resume=resume is not None,
-                   metric=config.eval.metric)
+                   metric=config.eval.metric, prefix_cache=prefix_cache)
     save_artifact(model, config, resolved, run.path / "artifact", tokenizer)
     summary = {
         "label": label, "recipe": config.name, "task": config.task, "model": config.model.name,
@@ -117,6 +119,17 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     }
     run.write_summary(summary)
     return RunOutcome(label, run.path, summary)
+
+
+def build_cache(model: torch.nn.Module, task, config: RunConfig, precision) -> FrozenPrefixCache | None:
+    """Frozen-prefix cache when the bottom layers are frozen and it pays (more than one pass over the data)."""
+    inputs = task.prefix_inputs()
+    if not config.train.frozen_prefix_cache or inputs is None:
+        return None
+    cache = build_prefix_cache(model, *inputs, precision.autocast, int(config.train.prefix_cache_max_gb * 2**30))
+    if cache is not None:
+        console.print(f"frozen-prefix cache: layers 0-{cache.k - 1} computed once ({cache.nbytes / 2**20:.0f} MiB)")
+    return cache
 
 
 def save_artifact(model: torch.nn.Module, config: RunConfig, resolved, out_dir: Path, tokenizer) -> None:

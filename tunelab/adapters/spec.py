@@ -25,6 +25,12 @@ class LayerRule(Frozen):
 
 
 class AdapterConfig(Frozen):
+    """Which adapter goes where (docs/adapters.md). `variant: none` = no adapters, full fine-tuning.
+
+    `init` applies to lora/dora only (the normalising variants always start B small); `scale_*` to
+    dora_scaled/ddora only; `norm_eps` guards DoRA's row norm and the per-token normalisation.
+    """
+
     variant: Literal["none", "lora", "dora", "dora_scaled", "ddora"] = "lora"
     rank: int = Field(default=8, ge=1)
     alpha: float = Field(default=16.0, gt=0)

@@ -54,6 +54,11 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, out_dir: Path | None = None) -> dict[str, Any]:
         """Full evaluation on the eval split; writes predictions/plots into out_dir when given."""
 
+    def prefix_inputs(self) -> tuple[list[np.ndarray], Any, np.ndarray] | None:
+        """(batches in length order, collate, lengths) over the training set, for the frozen-prefix
+        cache; None when the task's model input is not token ids + attention mask."""
+        return None
+
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Real (unpadded) tokens in a batch, for tokens/s."""
         mask = batch.get("attention_mask")

@@ -96,6 +96,11 @@ class ClassificationTask(Task):
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "labels": torch.from_numpy(data.targets[index])}
 
+    def prefix_inputs(self):
+        lengths = self.train_set.lengths
+        batches = bucketed_batches(lengths, self.config.eval.batch_size, 1, 0, shuffle=False)
+        return batches, self.collate, lengths
+
     # ----- model and loss -----
     def build_model(self, model_path: Path) -> nn.Module:
         names = self.label_names

@@ -13,6 +13,7 @@ run replays exactly the batches and dropout masks an uninterrupted run would hav
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -29,6 +30,7 @@ from tunelab.tasks.base import Task
 from tunelab.train.checkpoint import load_best, load_checkpoint, save_best, save_checkpoint
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.precision import Precision
+from tunelab.train.prefix_cache import FrozenPrefixCache
 
 
 @dataclass
@@ -62,7 +64,8 @@ def fresh_position() -> dict[str, Any]:
 
 
 def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision: Precision,
-          device: torch.device, resume: bool = False, metric: str = "accuracy") -> TrainResult:
+          device: torch.device, resume: bool = False, metric: str = "accuracy",
+          prefix_cache: FrozenPrefixCache | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     optimizer = build_optimizer(model, cfg)
@@ -83,7 +86,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
             while position["batch"] < len(batches) and position["step"] < total_steps:
                 group = batches[position["batch"]: position["batch"] + cfg.grad_accum]
                 started = time.perf_counter()
-                loss, logged = accumulate(model, task, group, precision, scaler, device)
+                loss, logged = accumulate(model, task, group, precision, scaler, device, prefix_cache)
                 optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
                 position["train_seconds"] += time.perf_counter() - started
                 position["step"] += 1
@@ -113,12 +116,13 @@ def checkpoint_due(step: int, cfg: TrainConfig) -> bool:
 
 
 def accumulate(model: nn.Module, task: Task, group: list, precision: Precision, scaler, device: torch.device,
-               ) -> tuple[float, dict[str, float]]:
+               prefix_cache: FrozenPrefixCache | None = None) -> tuple[float, dict[str, float]]:
     """Forward/backward over the micro-batches of one optimizer step; returns the mean loss."""
     total_loss, tokens, logged = 0.0, 0, {}
     for index in group:
         batch = {k: v.to(device, non_blocking=True) for k, v in task.collate(index).items()}
-        with precision.autocast():
+        cached = prefix_cache.active(index, device) if prefix_cache else contextlib.nullcontext()
+        with cached, precision.autocast():
             loss, logged = task.loss_fn(model, batch)
         scaled = loss / len(group)
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
