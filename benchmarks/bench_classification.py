@@ -49,17 +49,17 @@ def write_peer_rows(n: int, test: int, folder: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def run_tunelab(train: Path, test: Path, precision: str, out: Path) -> dict:
+def run_tunelab(train: Path, test: Path, precision: str, out: Path, seed: int = 0) -> dict:
     from tunelab.recipes import validate
     from tunelab.runner import run_recipe
 
     config = validate({
-        "name": f"bench_cls_{precision}", "output_dir": str(out),
+        "name": f"bench_cls_{precision}_{seed}", "output_dir": str(out),
         "model": {"name": "minilm", "max_length": 128},
         "data": {"train": str(train), "eval": str(test)},
         "adapter": {"variant": "lora", "rank": 8, "alpha": 16, "dropout": 0.05, "targets": ["query", "value"]},
         "train": {"lr": 5e-4, "epochs": 1, "batch_size": 32, "precision": precision, "warmup_ratio": 0.0,
-                  "weight_decay": 0.0, "threads": 2, "log_every": 10},
+                  "weight_decay": 0.0, "threads": 2, "log_every": 10, "seed": seed},
     })
     summary = run_recipe(config)[0].summary
     return {"samples_per_s": summary["samples_per_s"], "accuracy": summary["metrics"]["accuracy"],
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--precisions", default="bf16,fp32")
+    parser.add_argument("--seeds", default="0,1,2", help="tunelab seeds (accuracy after 63 steps varies by seed)")
     args = parser.parse_args()
     os.environ.setdefault("TUNELAB_QUIET", "1")
     peer = None if args.skip_peer else run_peer(args.n, args.test)
@@ -81,10 +82,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, test = write_peer_rows(args.n, args.test, Path(tmp))
         for precision in args.precisions.split(","):
-            ours = run_tunelab(train, test, precision, Path(tmp) / "runs")
-            ratio = f", {ours['samples_per_s'] / peer['samples_per_s']:.2f}x the peer" if peer else ""
-            print(f"tunelab LoRA ({ours['precision']}): {ours['samples_per_s']} samples/s, "
-                  f"accuracy {ours['accuracy']:.4f}{ratio}")
+            runs = [run_tunelab(train, test, precision, Path(tmp) / "runs", int(seed))
+                    for seed in args.seeds.split(",")]
+            speed = sum(r["samples_per_s"] for r in runs) / len(runs)
+            accuracy = [round(r["accuracy"], 4) for r in runs]
+            ratio = f", {speed / peer['samples_per_s']:.2f}x the peer" if peer else ""
+            print(f"tunelab LoRA ({runs[0]['precision']}): {speed:.1f} samples/s (mean of {len(runs)} seeds), "
+                  f"accuracy per seed {accuracy} mean {sum(accuracy) / len(accuracy):.4f}{ratio}")
 
 
 if __name__ == "__main__":

@@ -23,3 +23,11 @@ def tiny_csv(tmp_path):
     path = tmp_path / "reviews.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer (converts the packaged GGUF once per test session)."""
+    from tunelab.assets.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model("smollm2-135m"))

@@ -72,7 +72,7 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tunelab", description="Train, fine-tune and compare small models.")
     verbs = parser.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="train a recipe (all its variants) and compare")
     add_recipe_args(run)
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("data", help="list registered datasets")
     budget = verbs.add_parser("budget", help="exact trainable-parameter count of a recipe, per module type")
     add_recipe_args(budget)
+    from tunelab.eval.commands import add_parsers as add_eval_parsers
+
+    add_eval_parsers(verbs)
+    try:
+        from tunelab.trials.commands import add_parsers as add_trial_parsers
+    except ImportError:  # trials not installed in this build
+        add_trial_parsers = None
+    if add_trial_parsers is not None:
+        add_trial_parsers(verbs)
     return parser
 
 
@@ -92,7 +101,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.verb](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.verb]
+        return handler(args)
     except TunelabError as exc:
         print(f"tunelab: error: {exc}", file=sys.stderr)
         return 2

@@ -12,13 +12,15 @@ from pydantic import Field, model_validator
 
 from tunelab.adapters.spec import AdapterConfig, Frozen
 
-TaskName = Literal["classification"]
+TaskName = Literal["classification", "sft"]
 
 
 class ModelConfig(Frozen):
     name: str = Field(default="minilm", description="packaged alias, hub id or local directory")
     revision: str | None = None
     max_length: int = Field(default=128, ge=8, le=8192)
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        default="none", description="load the frozen base quantised (bitsandbytes, CUDA only) for QLoRA")
 
 
 class DataConfig(Frozen):
@@ -31,6 +33,12 @@ class DataConfig(Frozen):
         default_factory=list, description="columns joined with ' ' to form the text (e.g. [title, description])")
     limit: int | None = Field(default=None, ge=1, description="use at most this many training rows")
     eval_limit: int | None = Field(default=None, ge=1)
+    format: Literal["auto", "instruction", "messages", "prompt_completion", "pairs", "hh"] = Field(
+        default="auto", description="SFT row format; auto picks from the columns present")
+    prompt_template: str = Field(
+        default="Translate the following text to Spanish:\n{source}",
+        description="user turn for 'pairs' rows ({source} is replaced)")
+    system: str | None = Field(default=None, description="system message prepended to every SFT conversation")
     eval_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out when no eval file is given")
     split_seed: int = 0
 
@@ -61,17 +69,23 @@ class TrainConfig(Frozen):
     log_every: int = Field(default=10, ge=1)
     eval_every: int | None = Field(default=None, ge=1, description="evaluate every N optimizer steps")
     early_stopping: int | None = Field(default=None, ge=1, description="stop after N evals without improvement")
-    bucket_pool: int = Field(default=64, ge=1, description="batches per shuffled pool sorted by length")
+    bucket_pool: int = Field(default=16, ge=1, description="batches per shuffled pool sorted by length")
     checkpoint_every: int | None = Field(default=None, ge=1, description="save a resumable checkpoint every N steps")
     frozen_prefix_cache: bool = Field(default=True, description="reuse frozen bottom layers' outputs across steps")
     prefix_cache_max_gb: float = Field(default=4.0, gt=0)
+    packing: bool = Field(default=False, description="SFT: pack examples into max_length rows (no cross-attention)")
+    gradient_checkpointing: bool = False
+    loss_chunk: int = Field(default=1024, ge=16, description="SFT: tokens per chunk of the vocabulary projection")
     head_only: bool = Field(default=False, description="with adapter.variant=none: train only the task head")
     threads: int | None = Field(default=None, ge=1)
 
 
 class EvalConfig(Frozen):
     batch_size: int = Field(default=64, ge=1)
-    metric: str = Field(default="accuracy", description="metric used for best checkpoint / early stopping")
+    metric: str | None = Field(
+        default=None, description="metric for best checkpoint / early stopping (task default: accuracy, eval_loss)")
+    generate: int = Field(default=0, ge=0, description="SFT: generate for this many eval prompts at the end")
+    max_new_tokens: int = Field(default=64, ge=1)
 
 
 class RunConfig(Frozen):

@@ -44,18 +44,22 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None = None) -> list[RunOutcome]:
-    """Train every variant of the recipe (or the recipe itself) and return their summaries."""
+def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None = None,
+               on_eval=None) -> list[RunOutcome]:
+    """Train every variant of the recipe (or the recipe itself) and return their summaries.
+
+    `on_eval(step, metrics) -> stop?` is called after each periodic evaluation (sweeps prune with it)."""
     quiet_transformers()
     root = Path(root or config.output_dir)
     if not config.variants:
-        return [run_single(config, config.name, root / config.name, resume)]
+        return [run_single(config, config.name, root / config.name, resume, on_eval=on_eval)]
     group_dir = Path(resume) if resume else root / config.name / new_run_id()
     outcomes = []
     for label, overrides in config.variants.items():
         variant = with_overrides(config, overrides, source=f"variants.{label}")
         existing = group_dir / label
-        outcomes.append(run_single(variant, label, group_dir, existing if resume else None, run_id=label))
+        outcomes.append(run_single(variant, label, group_dir, existing if resume else None, run_id=label,
+                                   on_eval=on_eval))
     return outcomes
 
 
@@ -87,7 +91,9 @@ def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: boo
 
 
 def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None = None,
-               run_id: str | None = None) -> RunOutcome:
+               run_id: str | None = None, on_eval=None) -> RunOutcome:
+    if resume is not None and RunDir(Path(resume)).summary() is not None:
+        return RunOutcome(label, Path(resume), RunDir(Path(resume)).summary())  # finished before the interruption
     started = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -106,7 +112,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
                   f"{task.train_size} train rows -> {run.path}")
     prefix_cache = build_cache(model, task, config, precision)
     result = train(model, task, config.train, run, precision, device, resume=resume is not None,
-                   metric=config.eval.metric, prefix_cache=prefix_cache)
+                   metric=config.eval.metric or task.default_metric, prefix_cache=prefix_cache, on_eval=on_eval)
     save_artifact(model, config, resolved, run.path / "artifact", tokenizer)
     summary = {
         "label": label, "recipe": config.name, "task": config.task, "model": config.model.name,

@@ -25,12 +25,16 @@ class DatasetSpec:
     label: str = "label"
     label_names: tuple[str, ...] = ()
     eval_size: int | None = None  # split this many eval rows off train when `eval` is None
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # SFT roles -> columns (prompt, completion, ...)
+    sft_format: str = "auto"
     hub: str | None = None
     description: str = ""
 
 
 AG_NEWS_LABELS = ("World", "Sports", "Business", "Sci/Tech")
+GSM8K = {"prompt": "question", "completion": "answer"}
+EN_ES = {"source": "en", "target": "es"}
+HH = {"prompt": "prompt", "completion": "chosen_response"}
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -54,11 +58,18 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("sst2_small", "classification", "vendored:sst2_train.csv.gz", "vendored:sst2_dev.csv.gz",
                     ("sentence",), "label", ("negative", "positive"), description="SST-2 4,000 / 872 vendored"),
         DatasetSpec("gsm8k_small", "sft", "vendored:gsm8k_train.jsonl.gz", "vendored:gsm8k_test.jsonl.gz",
-                    ("question",), "answer", description="GSM8K 600 / 100 vendored slice"),
-        DatasetSpec("spa_eng_small", "sft", "vendored:spa_eng_pairs.jsonl.gz", None, ("en",), "es",
-                    eval_size=300, description="English-Spanish pairs, 3,000 vendored"),
-        DatasetSpec("hh_helpful_small", "dpo", "vendored:hh_helpful_base.jsonl.gz", None, ("prompt",),
-                    "chosen_response", eval_size=50, description="HH-RLHF helpful-base pairs, 400 vendored"),
+                    columns=GSM8K, sft_format="prompt_completion", description="GSM8K 600 / 100 vendored slice"),
+        DatasetSpec("gsm8k", "sft", "shared:gsm8k/train.jsonl.gz", "shared:gsm8k/test.jsonl.gz", columns=GSM8K,
+                    sft_format="prompt_completion", hub="openai/gsm8k", description="GSM8K 7,473 / 1,319"),
+        DatasetSpec("spa_eng_small", "sft", "vendored:spa_eng_pairs.jsonl.gz", None, eval_size=300,
+                    columns=EN_ES, sft_format="pairs", description="English-Spanish pairs, 3,000 vendored"),
+        DatasetSpec("spa_eng", "sft", "shared:spa_eng/pairs.jsonl.gz", None, eval_size=1000, columns=EN_ES,
+                    sft_format="pairs", description="English-Spanish pairs, 50,000 (Tatoeba)"),
+        DatasetSpec("hh_helpful_small", "sft", "vendored:hh_helpful_base.jsonl.gz", None, eval_size=50,
+                    columns=HH, sft_format="hh", description="HH-RLHF helpful-base: dialogue -> chosen, 400"),
+        DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
+                    columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
+                    description="HH-RLHF helpful-base test pairs (2,354)"),
         DatasetSpec("tinyshakespeare", "lm", "vendored:tinyshakespeare.txt.gz", None,
                     description="tiny Shakespeare, 1.1M characters"),
     ]

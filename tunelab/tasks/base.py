@@ -20,8 +20,8 @@ from tunelab.config import RunConfig
 
 class Task(ABC):
     name: str = "task"
-    #: summary metric the loop uses for best checkpoint and early stopping, and whether higher is better
-    higher_is_better: bool = True
+    #: metric the loop uses for best checkpoint and early stopping when the recipe names none
+    default_metric: str = "accuracy"
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -58,6 +58,10 @@ class Task(ABC):
         """(batches in length order, collate, lengths) over the training set, for the frozen-prefix
         cache; None when the task's model input is not token ids + attention mask."""
         return None
+
+    def batch_samples(self, index: np.ndarray) -> int:
+        """Examples in a batch (a packed row holds several)."""
+        return len(index)
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Real (unpadded) tokens in a batch, for tokens/s."""

@@ -17,6 +17,7 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,9 @@ def fresh_position() -> dict[str, Any]:
 
 def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision: Precision,
           device: torch.device, resume: bool = False, metric: str = "accuracy",
-          prefix_cache: FrozenPrefixCache | None = None) -> TrainResult:
+          prefix_cache: FrozenPrefixCache | None = None,
+          on_eval: Callable[[int, dict[str, Any]], bool] | None = None) -> TrainResult:
+    """`on_eval(step, metrics) -> stop?` lets a sweep prune a trial from its intermediate evals."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     optimizer = build_optimizer(model, cfg)
@@ -91,14 +94,16 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                 position["train_seconds"] += time.perf_counter() - started
                 position["step"] += 1
                 position["batch"] += len(group)
-                position["samples"] += sum(len(b) for b in group)
+                position["samples"] += sum(task.batch_samples(b) for b in group)
                 position["tokens"] += logged.pop("tokens")
                 bar.advance(1, status=f"loss {loss:.4f}")
                 if position["step"] % cfg.log_every == 0 or position["step"] == total_steps:
                     run.log({"step": position["step"], "epoch": position["epoch"], "loss": loss,
                              "lr": scheduler.get_last_lr()[0], **logged})
                 if eval_every and position["step"] % eval_every == 0:
-                    periodic_eval(model, task, run, position, cfg, metric, precision)
+                    metrics = periodic_eval(model, task, run, position, cfg, metric, precision)
+                    if on_eval is not None and on_eval(position["step"], metrics):
+                        position["stopped_early"] = True
                 if checkpoint_due(position["step"], cfg):
                     save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
                                     position)
@@ -108,6 +113,11 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                 position["epoch"] += 1
                 position["batch"] = 0
     return finish(model, task, run, position, precision)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Losses and perplexities go down; accuracy, F1, MCC, BLEU go up."""
+    return not any(word in metric for word in ("loss", "perplexity", "ppl"))
 
 
 def checkpoint_due(step: int, cfg: TrainConfig) -> bool:
@@ -146,14 +156,14 @@ def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], 
 
 
 def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], cfg: TrainConfig,
-                  metric: str, precision: Precision) -> None:
+                  metric: str, precision: Precision) -> dict[str, Any]:
     """Evaluate, keep the best weights on disk, count evals without improvement for early stopping."""
     metrics = task.evaluate(model, None, precision.autocast)
     model.train()
     value = float(metrics[metric])
     run.log({"step": position["step"], "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
     best = position["best"]
-    better = best is None or (value > best if task.higher_is_better else value < best)
+    better = best is None or (value > best if higher_is_better(metric) else value < best)
     if better:
         position.update(best=value, best_step=position["step"], bad_evals=0)
         save_best(run.path / "checkpoints" / "best", model)
@@ -161,6 +171,7 @@ def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str,
         position["bad_evals"] += 1
         if cfg.early_stopping and position["bad_evals"] >= cfg.early_stopping:
             position["stopped_early"] = True
+    return metrics
 
 
 def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], precision: Precision) -> TrainResult:

@@ -1,0 +1,100 @@
+"""Rows of any supported SFT schema -> conversations: lists of {role, content} messages.
+
+Schemas (data.format, or auto from the columns present; data.columns renames roles to your columns):
+  instruction        instruction [+ input/context] -> output/response        (Dolly, Alpaca)
+  messages           a list of {role, content}                                (UltraChat)
+  prompt_completion  prompt -> completion                                     (GSM8K question -> answer)
+  pairs              source -> target, user turn from data.prompt_template    (translation)
+  hh                 Anthropic HH text "\\n\\nHuman: ...\\n\\nAssistant: ..." -> turns, plus completion
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+
+from tunelab.config import DataConfig
+from tunelab.errors import TunelabError
+
+Message = dict[str, str]
+
+ROLE_DEFAULTS = {
+    "instruction": "instruction", "input": "context", "output": "response", "messages": "messages",
+    "prompt": "prompt", "completion": "completion", "source": "source", "target": "target",
+}
+FORMAT_COLUMNS = {
+    "messages": ["messages"],
+    "instruction": ["instruction", "output"],
+    "prompt_completion": ["prompt", "completion"],
+    "pairs": ["source", "target"],
+    "hh": ["prompt", "completion"],
+}
+HH_TURN = re.compile(r"\n\n(Human|Assistant):\s?")
+
+
+def column(cfg: DataConfig, role: str, defaults: dict[str, str] | None = None) -> str:
+    return cfg.columns.get(role) or (defaults or {}).get(role) or ROLE_DEFAULTS[role]
+
+
+def detect_format(frame: pd.DataFrame, cfg: DataConfig, defaults: dict[str, str]) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    for fmt, roles in FORMAT_COLUMNS.items():
+        if fmt != "hh" and all(column(cfg, role, defaults) in frame.columns for role in roles):
+            return fmt
+    raise TunelabError(
+        f"data.format: cannot tell the SFT schema from columns {list(frame.columns)}; set data.format "
+        "(instruction, messages, prompt_completion, pairs, hh) and data.columns")
+
+
+def to_conversations(frame: pd.DataFrame, cfg: DataConfig, fmt: str, defaults: dict[str, str] | None = None,
+                     source: str = "data") -> list[list[Message]]:
+    defaults = defaults or {}
+    needed = [column(cfg, role, defaults) for role in FORMAT_COLUMNS[fmt]]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise TunelabError(f"data.columns: column '{missing[0]}' not in {source} (columns: {list(frame.columns)})")
+    conversations = []
+    for row_number, row in enumerate(frame.to_dict(orient="records")):
+        messages = row_messages(row, cfg, fmt, defaults, f"{source} row {row_number}")
+        if cfg.system:
+            messages = [{"role": "system", "content": cfg.system}, *messages]
+        conversations.append(messages)
+    return conversations
+
+
+def row_messages(row: dict[str, Any], cfg: DataConfig, fmt: str, defaults: dict[str, str], where: str,
+                 ) -> list[Message]:
+    def text(role: str) -> str:
+        value = row.get(column(cfg, role, defaults))
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            raise TunelabError(f"{where}: empty '{column(cfg, role, defaults)}'")
+        return str(value)
+
+    if fmt == "messages":
+        messages = row[column(cfg, "messages", defaults)]
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+            raise TunelabError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+        return [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in messages]
+    if fmt == "instruction":
+        context = row.get(column(cfg, "input", defaults))
+        user = text("instruction") + (f"\n\n{context}" if isinstance(context, str) and context.strip() else "")
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": text("output")}]
+    if fmt == "pairs":
+        user = cfg.prompt_template.replace("{source}", text("source"))
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": text("target")}]
+    if fmt == "hh":
+        return hh_messages(text("prompt")) + [{"role": "assistant", "content": text("completion").strip()}]
+    return [{"role": "user", "content": text("prompt")}, {"role": "assistant", "content": text("completion")}]
+
+
+def hh_messages(dialogue: str) -> list[Message]:
+    """'\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: ...\\n\\nAssistant:' -> turns (last empty one dropped)."""
+    parts = HH_TURN.split("\n\n" + dialogue.strip() if not dialogue.startswith("\n\n") else dialogue)
+    messages = []
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=False):
+        if content.strip():
+            messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
+    return messages

@@ -1,0 +1,144 @@
+"""Supervised fine-tuning of a causal (chat) LM.
+
+Algorithm: each row becomes a conversation (tunelab.data.conversations), rendered with the
+tokenizer's chat template (fallback template when it has none) and tokenised; the loss is the mean
+next-token NLL over assistant tokens only, the end-of-turn/EOS token included so the model learns to
+stop. Optional packing puts several examples in one row with restarting position ids (no
+cross-example attention). Evaluation: eval loss, perplexity = exp(eval loss), next-token accuracy on
+assistant tokens; with `eval.generate: N`, greedy generations for N eval prompts with BLEU and chrF.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tunelab.data.chat_tokens import encode_conversations
+from tunelab.data.conversations import FORMAT_COLUMNS, column, detect_format, to_conversations
+from tunelab.data.tables import load_frames
+from tunelab.errors import TunelabError
+from tunelab.progress import console, progress_bar
+from tunelab.tasks.base import Task
+from tunelab.train.batching import bucketed_batches
+from tunelab.train.lm_loss import IGNORE, mean_nll, summed_nll
+from tunelab.train.packing import collate_packed, collate_padded, pack_examples
+
+
+class SFTTask(Task):
+    name = "sft"
+    default_metric = "eval_loss"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.train_ids: list[np.ndarray] = []
+        self.train_targets: list[np.ndarray] = []
+        self.eval_ids: list[np.ndarray] = []
+        self.eval_targets: list[np.ndarray] = []
+        self.eval_conversations: list[list[dict[str, str]]] = []
+        self.rows: list[list[int]] | None = None  # packed rows of example indices
+        self.pad_id = 0
+        self.tokenizer = None
+
+    # ----- data -----
+    def conversations(self) -> tuple[list, list]:
+        cfg = self.config.data
+        frames = load_frames(cfg)
+        defaults = dict(frames.spec.columns) if frames.spec else {}
+        fmt = detect_format(frames.train, cfg.model_copy(update={"format": frames.spec.sft_format})
+                            if frames.spec and cfg.format == "auto" else cfg, defaults)
+        train, evaluation = frames.train, frames.eval
+        if frames.spec is not None:  # registered sets: drop the few rows with a missing field
+            needed = [column(cfg, role, defaults) for role in FORMAT_COLUMNS[fmt]]
+            train, evaluation = train.dropna(subset=needed), evaluation.dropna(subset=needed)
+        return (to_conversations(train, cfg, fmt, defaults, f"{frames.source} train"),
+                to_conversations(evaluation, cfg, fmt, defaults, f"{frames.source} eval"))
+
+    def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
+        train, evaluation = self.conversations()
+        max_length = self.config.model.max_length
+        with progress_bar("tokenising conversations", total=2) as bar:
+            self.train_ids, self.train_targets, dropped = encode_conversations(tokenizer, train, max_length)
+            bar.advance()
+            self.eval_ids, self.eval_targets, _ = encode_conversations(tokenizer, evaluation, max_length)
+            bar.advance()
+        if dropped:
+            console.print(f"[yellow]{dropped} training conversations had no answer left within "
+                          f"model.max_length={max_length} and were dropped[/]")
+        if not self.train_ids or not self.eval_ids:
+            raise TunelabError(f"data: no conversation fits model.max_length={max_length}")
+        self.eval_conversations = evaluation
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.tokenizer = tokenizer
+        if self.config.train.packing:
+            self.rows = pack_examples(self.lengths(self.train_ids), max_length)
+
+    @staticmethod
+    def lengths(ids: list[np.ndarray]) -> np.ndarray:
+        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_ids)
+
+    def train_batches(self, seed: int) -> list[np.ndarray]:
+        cfg = self.config.train
+        if self.rows is not None:  # batches of packed rows, in a seeded random order
+            order = np.random.default_rng(seed).permutation(len(self.rows))
+            return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        return bucketed_batches(self.lengths(self.train_ids), cfg.batch_size, cfg.bucket_pool, seed)
+
+    def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
+        if split == "train" and self.rows is not None:
+            return collate_packed([self.rows[i] for i in index], self.train_ids, self.train_targets, self.pad_id)
+        ids, targets = (self.train_ids, self.train_targets) if split == "train" else (self.eval_ids, self.eval_targets)
+        return collate_padded(index, ids, targets, self.pad_id)
+
+    def batch_samples(self, index: np.ndarray) -> int:
+        return sum(len(self.rows[i]) for i in index) if self.rows is not None else len(index)
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Every non-padding token the model processed (prompt and answer)."""
+        if "attention_mask" in batch:
+            return int(batch["attention_mask"].sum())
+        return int((batch["input_ids"] != self.pad_id).sum())
+
+    # ----- model and loss -----
+    def build_model(self, model_path: Path) -> nn.Module:
+        from tunelab.models.causal_lm import load_causal_lm
+
+        return load_causal_lm(model_path, self.config.model, self.config.train.gradient_checkpointing)
+
+    def loss_fn(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return mean_nll(model, batch, self.config.train.loss_chunk), {}
+
+    # ----- evaluation -----
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None) -> dict[str, Any]:
+        model.eval()
+        device = next(model.parameters()).device
+        batches = bucketed_batches(self.lengths(self.eval_ids), self.config.eval.batch_size, 1, 0, shuffle=False)
+        total, count, correct = 0.0, 0, 0
+        with progress_bar("evaluating", total=len(self.eval_ids)) as bar:
+            for index in batches:
+                batch = {k: v.to(device) for k, v in self.collate(index, split="eval").items()}
+                with autocast() if autocast else torch.autocast(device.type, enabled=False):
+                    nll, n, right = summed_nll(model, batch, self.config.train.loss_chunk)
+                total, count, correct = total + float(nll), count + n, correct + right
+                bar.advance(len(index))
+        loss = total / max(count, 1)
+        metrics: dict[str, Any] = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+                                   "token_accuracy": correct / max(count, 1), "eval_tokens": count}
+        if out_dir is not None and self.config.eval.generate:
+            from tunelab.tasks.sft_generation import generate_eval_samples
+
+            metrics.update(generate_eval_samples(model, self.tokenizer, self.eval_conversations,
+                                                 self.config.eval, Path(out_dir)))
+        return metrics
+
+
+__all__ = ["SFTTask", "IGNORE"]

@@ -1,0 +1,142 @@
+"""The `sweep`, `compare` and `report` verbs: parse, call the library, print (tunelab/cli.py wires them
+in with `add_parsers(verbs)` and dispatches on `args.handler`).
+
+    tunelab sweep configs/demo.yaml --grid 'adapter.rank=[4,8,16]' --grid 'train.lr=[1e-4,3e-4]'
+    tunelab sweep configs/ag_news_budget_search.yaml            # space from ag_news_budget_search.sweep.yaml
+    tunelab sweep RECIPE --search optuna --trials 20 --param 'train.lr={low: 1e-5, high: 1e-3, log: true}'
+    tunelab compare 'runs/demo/*' --csv table.csv
+    tunelab report runs/demo/sweep-1a2b3c4d
+
+`python -m tunelab.trials.commands VERB ...` runs the same verbs without the main CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tunelab.report.compare import write_comparison
+    from tunelab.report.runs import find_runs
+    from tunelab.trials.space import parse_param
+    from tunelab.trials.spec import SweepSpec
+    from tunelab.trials.sweep import run_sweep
+
+    spec = SweepSpec(
+        recipe=args.recipe, overrides=tuple(args.overrides), params=tuple(parse_param(p) for p in args.params or ()),
+        search=args.search, trials=args.trials, metric=args.metric, direction=args.direction, seed=args.seed,
+        prune=False if args.no_prune else None, name=args.name, storage=args.storage, tracker=args.tracker,
+        space_file=args.space_file)
+    result = run_sweep(spec)
+    counts = {state: list(result.states.values()).count(state) for state in sorted(set(result.states.values()))}
+    pending = result.slots - len(result.states)
+    print(f"sweep {result.study_name}: {result.slots} trials, "
+          + ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
+          + (f", {pending} still running elsewhere" if pending else "") + f"; this worker ran {len(result.ran)}")
+    if result.outcomes:
+        write_comparison(result.outcomes, result.folder)
+        from tunelab.report.compare import build_comparison, print_table
+
+        print_table(build_comparison(find_runs([str(result.folder)]), metric=args.metric, sort=True),
+                    title=f"sweep {result.study_name}")
+    print(f"sweep folder (comparison.md, comparison.csv, report.html): {result.folder}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tunelab.report.compare import build_comparison, csv_text, markdown_table, print_table
+    from tunelab.report.runs import find_runs
+    from tunelab.rundir import atomic_write_text
+
+    table = build_comparison(find_runs(args.runs), metric=args.metric, group_seeds=not args.no_group_seeds,
+                             sort=args.sort)
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), markdown_table(table) + "\n")
+    if args.csv:
+        atomic_write_text(Path(args.csv), csv_text(table))
+    if args.format == "csv":
+        sys.stdout.write(csv_text(table))
+    elif args.format == "markdown":
+        print(markdown_table(table))
+    else:
+        print_table(table, title=f"{len(table.rows)} rows")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tunelab.report.html import write_report
+    from tunelab.report.runs import find_runs
+
+    records = find_runs(args.runs)
+    if args.output:
+        out = Path(args.output)
+    elif len(args.runs) == 1 and Path(args.runs[0]).is_dir():
+        out = Path(args.runs[0]) / "report.html"
+    else:
+        out = Path("report.html")
+    write_report(records, out, title=args.title or f"tunelab report: {', '.join(args.runs)}"[:120],
+                 metric=args.metric)
+    print(f"report ({len(records)} runs): {out}")
+    return 0
+
+
+def add_parsers(verbs) -> None:
+    """Add `sweep`, `compare`, `report` to the CLI's subparsers; each sets `handler`."""
+    sweep = verbs.add_parser("sweep", help="grid or Optuna search over a recipe (resumable, multi-worker)")
+    sweep.add_argument("recipe", help="YAML recipe; RECIPE.sweep.yaml beside it, if any, gives the space")
+    sweep.add_argument("overrides", nargs="*", help="dotted overrides applied to every trial (train.epochs=2)")
+    sweep.add_argument("--grid", "--param", dest="params", action="append", metavar="KEY=VALUES",
+                       help="a swept key: a list 'adapter.rank=[4,8,16]' or (optuna) a range "
+                            "'train.lr={low: 1e-5, high: 1e-3, log: true}'; repeat per key")
+    sweep.add_argument("--space", dest="space_file", metavar="FILE", help="a .sweep.yaml with space: and settings")
+    sweep.add_argument("--search", choices=["grid", "optuna"], help="grid (default) or optuna (TPE + pruning)")
+    sweep.add_argument("--trials", type=int, help="number of Optuna trials (all workers together)")
+    sweep.add_argument("--metric", help="metric to optimise (default: the recipe's eval.metric)")
+    sweep.add_argument("--direction", choices=["maximize", "minimize"], help="default: from the metric's name")
+    sweep.add_argument("--seed", type=int, help="sampler seed (default 0)")
+    sweep.add_argument("--no-prune", action="store_true", help="never stop Optuna trials early")
+    sweep.add_argument("--name", help="sweep name (default: a hash of recipe + space; same command = same sweep)")
+    sweep.add_argument("--storage", metavar="URL", help="SQLAlchemy URL shared by workers, e.g. "
+                       "postgresql://user@host/db (default: SQLite in the sweep folder)")
+    sweep.add_argument("--tracker", choices=["tensorboard", "mlflow"], help="also log each trial to a tracker")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    compare = verbs.add_parser("compare", help="one table over finished runs, sweeps or globs")
+    compare.add_argument("runs", nargs="+", metavar="RUN_OR_GLOB", help="run dirs, sweep/group folders or globs")
+    compare.add_argument("--metric", help="metric that picks the best row (default: the recipes' eval.metric)")
+    compare.add_argument("--format", choices=["table", "markdown", "csv"], default="table", help="what to print")
+    compare.add_argument("--markdown", metavar="FILE", help="also write the markdown table here")
+    compare.add_argument("--csv", metavar="FILE", help="also write the CSV table here")
+    compare.add_argument("--sort", action="store_true", help="best row first")
+    compare.add_argument("--no-group-seeds", action="store_true", help="one row per run, even across seeds")
+    compare.set_defaults(handler=cmd_compare)
+
+    report = verbs.add_parser("report", help="a self-contained HTML report over runs or a sweep")
+    report.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP", help="run dirs, sweep/group folders or globs")
+    report.add_argument("-o", "--output", metavar="FILE", help="default: FOLDER/report.html for one folder")
+    report.add_argument("--metric", help="metric that picks the best run")
+    report.add_argument("--title")
+    report.set_defaults(handler=cmd_report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (python -m tunelab.trials.commands), with the CLI's error handling."""
+    parser = argparse.ArgumentParser(prog="tunelab")
+    add_parsers(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except TunelabError as exc:
+        print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tunelab: interrupted (run the same command again to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
