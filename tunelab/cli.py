@@ -84,12 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tunelab.eval.commands import add_parsers as add_eval_parsers
 
     add_eval_parsers(verbs)
-    try:
-        from tunelab.trials.commands import add_parsers as add_trial_parsers
-    except ImportError:  # trials not installed in this build
-        add_trial_parsers = None
-    if add_trial_parsers is not None:
-        add_trial_parsers(verbs)
+    from tunelab.trials.commands import add_parsers as add_trial_parsers
+
+    add_trial_parsers(verbs)
     return parser
 
 

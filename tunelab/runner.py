@@ -118,7 +118,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         "label": label, "recipe": config.name, "task": config.task, "model": config.model.name,
         "variant": config.adapter.variant, "precision": precision.name, "device": str(device),
         "trainable_params": breakdown["trainable"], "total_params": breakdown["total"],
-        "params": breakdown, "metrics": result.metrics, "steps": result.steps, "best_step": result.best_step,
+        "params": breakdown, "metric": config.eval.metric or task.default_metric, "metrics": result.metrics, "steps": result.steps, "best_step": result.best_step,
         "stopped_early": result.stopped_early, "train_samples": result.samples,
         "samples_per_s": round(result.samples_per_s, 2), "tokens_per_s": round(result.tokens_per_s, 1),
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),

@@ -147,3 +147,20 @@ def test_missing_sft_column_is_one_line(tmp_path):
                        "model": {"name": str(save_chat_model(tmp_path / "m"))}, "output_dir": str(tmp_path)})
     with pytest.raises(TunelabError, match="column 'prompt' not in"):
         run_recipe(config)
+
+
+def test_seed001_five_trials_run_and_compare(tmp_path):
+    from tunelab.report.compare import write_comparison
+
+    model_dir = save_chat_model(tmp_path / "model")
+    data = write_toy_sft(tmp_path / "dolly.jsonl", repeats=2, schema="dolly")
+    config = load_recipe("configs/dolly_sft_trials.yaml", [f"data.train={data}", f"model.name={model_dir}",
+                                                           "train.max_steps=1", "eval.generate=1",
+                                                           "eval.max_new_tokens=2", f"output_dir={tmp_path / 'runs'}"])
+    outcomes = run_recipe(config)
+    assert [o.label for o in outcomes] == ["trial1", "trial2", "trial3", "trial4", "trial5"]
+    ranks = [o.summary["trainable_params"] for o in outcomes]
+    assert ranks[3] == max(ranks) and ranks[0] < ranks[1]  # r64 on five modules is the largest; r8 q,v < r16 q,k,v,o
+    write_comparison(outcomes, outcomes[0].run_dir.parent)
+    table = (outcomes[0].run_dir.parent / "comparison.md").read_text()
+    assert all(f"trial{i}" in table for i in range(1, 6)) and "eval_loss" in table

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunelab.eval.direction import lower_is_better  # noqa: F401 (re-exported)
 from tunelab.report.runs import RunRecord, is_number, records_from_outcomes
 from tunelab.rundir import atomic_write_text
 
@@ -27,14 +28,6 @@ IGNORED_PREFIXES = ("variants.",)
 SEED_KEY = "train.seed"
 STATS = [("trainable_params", "trainable"), ("samples_per_s", "samples/s"), ("train_seconds", "train s"),
          ("wall_seconds", "wall s")]
-LOWER_IS_BETTER_WORDS = ("loss", "perplexity", "ppl", "error", "wer", "cer", "mse", "mae", "rmse", "seconds")
-
-
-def lower_is_better(metric: str) -> bool:
-    """eval_loss, perplexity, wer, ... are minimised; accuracy, f1, mcc, bleu, rouge ... maximised."""
-    return any(word in metric.lower() for word in LOWER_IS_BETTER_WORDS)
-
-
 @dataclass
 class Column:
     key: str

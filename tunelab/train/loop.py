@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tunelab.config import TrainConfig
+from tunelab.eval.direction import lower_is_better
 from tunelab.progress import progress_bar
 from tunelab.rundir import RunDir
 from tunelab.tasks.base import Task
@@ -115,11 +116,6 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
     return finish(model, task, run, position, precision)
 
 
-def higher_is_better(metric: str) -> bool:
-    """Losses and perplexities go down; accuracy, F1, MCC, BLEU go up."""
-    return not any(word in metric for word in ("loss", "perplexity", "ppl"))
-
-
 def checkpoint_due(step: int, cfg: TrainConfig) -> bool:
     every = cfg.checkpoint_every or cfg.eval_every
     return bool(every) and step % every == 0
@@ -163,7 +159,7 @@ def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str,
     value = float(metrics[metric])
     run.log({"step": position["step"], "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
     best = position["best"]
-    better = best is None or (value > best if higher_is_better(metric) else value < best)
+    better = best is None or (value < best if lower_is_better(metric) else value > best)
     if better:
         position.update(best=value, best_step=position["step"], bad_evals=0)
         save_best(run.path / "checkpoints" / "best", model)
