@@ -25,6 +25,15 @@ def tiny_csv(tmp_path):
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for this test (tiny ops on 2 busy cores wait at thread barriers), then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     """SmolLM2-135M-Instruct's tokenizer (converts the packaged GGUF once per test session)."""

@@ -95,17 +95,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def dispatch(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+             interrupted: str = "resume with --resume RUN_DIR") -> int:
+    """Run a verb; a TunelabError becomes one line on stderr and exit code 2."""
     try:
-        handler = getattr(args, "handler", None) or COMMANDS[args.verb]
         return handler(args)
     except TunelabError as exc:
         print(f"tunelab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tunelab: interrupted (resume with --resume RUN_DIR)", file=sys.stderr)
+        print(f"tunelab: interrupted ({interrupted})", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return dispatch(getattr(args, "handler", None) or COMMANDS[args.verb], args)
 
 
 if __name__ == "__main__":

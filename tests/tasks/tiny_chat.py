@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from tests.eval.tiny_lm import random_llama, word_tokenizer
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<turn>"]
 WORDS = ("user assistant system : ### User: Assistant: System: what colour is the sky sea grass sun say hi hello "
@@ -19,24 +19,11 @@ TEMPLATE = ("{% for m in messages %}<turn> {{ m['role'] }} : {{ m['content'] }} 
 
 
 def chat_tokenizer(with_template: bool = True) -> PreTrainedTokenizerFast:
-    backend = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    if with_template:
-        tokenizer.chat_template = TEMPLATE
-    return tokenizer
+    return word_tokenizer(VOCAB, TEMPLATE if with_template else None, add_bos=False)
 
 
 def chat_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # a pretrained head has large weights; the random 0.02-std one caps logits near 0.6,
-        model.lm_head.weight.mul_(30)  # which a frozen head + adapters could never sharpen
-    return model
+    return random_llama(len(VOCAB), seed, head_scale=30.0).train()
 
 
 def save_chat_model(folder: Path) -> Path:

@@ -29,6 +29,7 @@ import torch
 
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text, prompt_messages
+from tunelab.train.batching import pad_batch
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,7 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), both (B, T), with every row right-aligned."""
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-    return ids, mask
+    return pad_batch(sequences, pad_id, left=True)
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], settings: GenerationSettings) -> list[str]:

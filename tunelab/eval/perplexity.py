@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import encode_text
 from tunelab.eval.generation import format_prompt
+from tunelab.train.batching import pad_batch
 
 CHUNK_TOKENS = 512  # 512 x 49,152 x 4 B ≈ 100 MB of fp32 logits for SmolLM2
 
@@ -144,13 +145,7 @@ def _batch_nll_full(model: Any, pairs: list[tuple[list[int], list[int]]], pad_id
 
 def _right_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right padding keeps each row's positions 0..len-1, so no position ids are needed."""
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, :len(seq)] = 1
-    return ids, mask
+    return pad_batch(sequences, pad_id)
 
 
 def _device(model: Any) -> torch.device:

@@ -54,14 +54,20 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, pool: int, seed: int,
     return batches
 
 
-def pad_batch(sequences: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence in the batch; returns (input_ids, attention_mask), both (B, T)."""
+def pad_batch(sequences, pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence in the batch; returns (input_ids, attention_mask), both (B, T).
+
+    Right padding for training and scoring (positions stay 0..len-1); left padding for batched
+    generation, so every row's next token is appended at the same column."""
     longest = max(len(s) for s in sequences)
     ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), longest), dtype=np.int64)
     for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
+        if len(seq) == 0:
+            continue
+        columns = slice(longest - len(seq), longest) if left else slice(0, len(seq))
+        ids[row, columns] = seq
+        mask[row, columns] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 

@@ -16,8 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from tunelab.errors import TunelabError
-
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from tunelab.report.compare import write_comparison
@@ -128,14 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunelab")
     add_parsers(parser.add_subparsers(dest="verb", required=True))
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except TunelabError as exc:
-        print(f"tunelab: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tunelab: interrupted (run the same command again to resume)", file=sys.stderr)
-        return 130
+    from tunelab.cli import dispatch
+
+    return dispatch(args.handler, args, interrupted="run the same command again to resume")
 
 
 if __name__ == "__main__":
