@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -61,9 +62,28 @@ def atomic_replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     except OSError:
         if not final_dir.exists():
             raise
-        import shutil
-
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def atomic_write_dir(out_dir: Path, writer: Callable[[Path], Any]) -> Path:
+    """Fill a temp folder next to `out_dir`, then rename it into place (replacing an older one only after
+    the new one is complete): readers never see half a checkpoint or artifact."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        writer(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
 from tunelab.config import RunConfig
 from tunelab.progress import console
 from tunelab.recipes import config_to_dict, with_overrides
-from tunelab.rundir import RunDir, new_run_id
+from tunelab.rundir import RunDir, atomic_write_dir, new_run_id
 from tunelab.tasks import TASKS
 from tunelab.train.loop import train
 from tunelab.train.precision import choose_precision, default_device
@@ -143,15 +143,11 @@ def save_artifact(model: torch.nn.Module, config: RunConfig, resolved, out_dir: 
     """Adapters + head as safetensors with the base named; a full fine-tune saves the whole model."""
     base = {"name": config.model.name, "revision": config.model.revision, "fingerprint": resolved.fingerprint}
     if config.adapter.variant == "none":
-        import shutil
+        def write(tmp: Path) -> None:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
 
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        from tunelab.train.checkpoint import replace_dir
-
-        replace_dir(tmp, out_dir)
+        atomic_write_dir(out_dir, write)
         return
     from tunelab.adapters.artifact import save_adapter
     from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats

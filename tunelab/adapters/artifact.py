@@ -10,13 +10,8 @@ Our format, one folder written atomically (temp folder + os.replace):
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,36 +22,12 @@ from torch import nn
 from tunelab.adapters.inject import adapter_modules, inject_adapters
 from tunelab.adapters.spec import AdapterConfig
 from tunelab.errors import TunelabError
-from tunelab.rundir import atomic_write_json
+from tunelab.models.params import trainable_state
+from tunelab.rundir import atomic_write_dir, atomic_write_json
 
 CONFIG_FILE = "tunelab_adapter.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT_VERSION = 1
-
-
-def write_dir_atomically(out_dir: Path, writer: Callable[[Path], Any]) -> Path:
-    """Fill a temp folder next to `out_dir`, then rename it into place: readers never see half a save."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        writer(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every trainable parameter by model name: adapters plus trainable extras (e.g. the head)."""
-    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def module_summary(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -78,7 +49,7 @@ def save_adapter(model: nn.Module, cfg: AdapterConfig, base: dict[str, Any], out
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         atomic_write_json(tmp / CONFIG_FILE, meta)
 
-    return write_dir_atomically(Path(out_dir), write)
+    return atomic_write_dir(Path(out_dir), write)
 
 
 def read_adapter_meta(out_dir: Path) -> dict[str, Any]:
@@ -185,4 +156,4 @@ def export_peft(model: nn.Module, out_dir: Path | str, base_name: str) -> Path:
         config.save_pretrained(str(tmp))
         save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
 
-    return write_dir_atomically(Path(out_dir), write)
+    return atomic_write_dir(Path(out_dir), write)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunelab.errors import TunelabError
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+from tunelab.models.params import trainable_state
+from tunelab.rundir import atomic_write_dir
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -35,32 +32,20 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
             params[name].copy_(value.to(params[name].device, params[name].dtype))
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a finished folder into place; the old one is removed only after the new one is there."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler, position: dict[str, Any]) -> None:
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "torch_rng": torch.get_rng_state(),
-        "python_rng": random.getstate(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }, tmp / "state.pt")
-    (tmp / "position.json").write_text(json.dumps(position, indent=2), encoding="utf-8")
-    replace_dir(tmp, folder)
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save({
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }, tmp / "state.pt")
+        (tmp / "position.json").write_text(json.dumps(position, indent=2), encoding="utf-8")
+
+    atomic_write_dir(Path(folder), write)
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler) -> dict[str, Any]:
@@ -85,12 +70,7 @@ def _as_tuple(value):
 
 
 def save_best(folder: Path, model: nn.Module) -> None:
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    replace_dir(tmp, folder)
+    atomic_write_dir(Path(folder), lambda tmp: save_file(trainable_state(model), str(tmp / "trainable.safetensors")))
 
 
 def load_best(folder: Path, model: nn.Module) -> None:
