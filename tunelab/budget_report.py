@@ -22,7 +22,7 @@ def budget_for_recipe(recipe: str, overrides: list[str]) -> str:
     parts = []
     for label, variant_config in configs.items():
         task.config = variant_config
-        model, _ = prepare_model(variant_config, task, resolved.path, enforce_budget=False)
+        model, _, _ = prepare_model(variant_config, task, resolved.path, enforce_budget=False)
         title = f"== {label} ({variant_config.adapter.variant}) =="
         parts.append(title + "\n" + budget_report(model, variant_config.adapter))
     return "\n\n".join(parts)

@@ -16,6 +16,7 @@ import torch
 
 from tunelab.adapters.budget import check_budget, trainable_breakdown
 from tunelab.adapters.inject import inject_adapters, num_heads_of
+from tunelab.adapters.spec import AdapterConfig
 from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
 from tunelab.config import RunConfig
 from tunelab.progress import console
@@ -70,9 +71,10 @@ def head_patterns(model: torch.nn.Module) -> list[str]:
 
 
 def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: bool = True,
-                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
+                  ) -> tuple[torch.nn.Module, dict[str, Any], AdapterConfig]:
     """Load the model with its head, attach adapters per `adapter:` (plan, budget), or set up full /
-    head-only training when `adapter.variant` is none."""
+    head-only training when `adapter.variant` is none. Returns the model, its trainable-parameter
+    breakdown and the adapter config as applied (head patterns filled in: what the artifact must record)."""
     torch.manual_seed(config.train.seed)
     model = task.build_model(model_path)
     adapter = config.adapter
@@ -86,8 +88,7 @@ def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: boo
     breakdown = trainable_breakdown(model, adapter)
     if enforce_budget:
         check_budget(model, adapter)
-    model.tunelab_adapter_config = adapter  # what was applied (head patterns filled in), saved with the artifact
-    return model, breakdown
+    return model, breakdown, adapter
 
 
 def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None = None,
@@ -101,7 +102,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     tokenizer = load_tokenizer(resolved)
     task = TASKS[config.task](config)
     task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
-    model, breakdown = prepare_model(config, task, resolved.path)
+    model, breakdown, applied = prepare_model(config, task, resolved.path)
     device = default_device()
     model.to(device)
     precision = choose_precision(config.train.precision, device)
@@ -113,7 +114,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     prefix_cache = build_cache(model, task, config, precision)
     result = train(model, task, config.train, run, precision, device, resume=resume is not None,
                    metric=config.eval.metric or task.default_metric, prefix_cache=prefix_cache, on_eval=on_eval)
-    save_artifact(model, config, resolved, run.path / "artifact", tokenizer)
+    save_artifact(model, config, applied, resolved, run.path / "artifact", tokenizer)
     summary = {
         "label": label, "recipe": config.name, "task": config.task, "model": config.model.name,
         "variant": config.adapter.variant, "precision": precision.name, "device": str(device),
@@ -139,7 +140,8 @@ def build_cache(model: torch.nn.Module, task, config: RunConfig, precision) -> F
     return cache
 
 
-def save_artifact(model: torch.nn.Module, config: RunConfig, resolved, out_dir: Path, tokenizer) -> None:
+def save_artifact(model: torch.nn.Module, config: RunConfig, applied: AdapterConfig, resolved, out_dir: Path,
+                  tokenizer) -> None:
     """Adapters + head as safetensors with the base named; a full fine-tune saves the whole model."""
     base = {"name": config.model.name, "revision": config.model.revision, "fingerprint": resolved.fingerprint}
     if config.adapter.variant == "none":
@@ -152,6 +154,6 @@ def save_artifact(model: torch.nn.Module, config: RunConfig, resolved, out_dir: 
     from tunelab.adapters.artifact import save_adapter
     from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats
 
-    save_adapter(model, model.tunelab_adapter_config, base, out_dir)
+    save_adapter(model, applied, base, out_dir)
     write_adapter_stats(model, out_dir.parent / "adapter_stats.json")
     plot_scale_heatmap(adapter_stats(model), out_dir.parent / "adapter_heatmap.png")
