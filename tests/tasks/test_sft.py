@@ -164,3 +164,16 @@ def test_seed001_five_trials_run_and_compare(tmp_path):
     write_comparison(outcomes, outcomes[0].run_dir.parent)
     table = (outcomes[0].run_dir.parent / "comparison.md").read_text()
     assert all(f"trial{i}" in table for i in range(1, 6)) and "eval_loss" in table
+
+
+def test_encoded_conversations_are_cached(tmp_path, monkeypatch):
+    import tunelab.data.chat_tokens as chat_tokens
+
+    tokenizer = chat_tokenizer()
+    conversations = [CONVERSATION, CONVERSATION[:2]]
+    first = encode_conversations(tokenizer, conversations, 64, tmp_path, "tiny")
+    monkeypatch.setattr(chat_tokens, "assistant_mask", lambda *a: pytest.fail("cache not used"))
+    second = encode_conversations(tokenizer, conversations, 64, tmp_path, "tiny")
+    assert second[2] == first[2] == 0
+    for a, b in zip(first[0] + first[1], second[0] + second[1], strict=True):
+        assert np.array_equal(a, b) and b.dtype == np.int64

@@ -8,6 +8,8 @@ conversation's tokens; a template that breaks this is reported rather than silen
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text
 from tunelab.train.lm_loss import IGNORE
+from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged
 
 
 def assistant_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
@@ -44,8 +47,18 @@ def shifted_targets(ids: list[int], mask: list[bool]) -> np.ndarray:
 
 
 def encode_conversations(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int,
+                         cache_dir: Path | None = None, tokenizer_id: str = "",
                          ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """(ids per example, targets per example, examples dropped because truncation left no answer)."""
+    """(ids per example, targets per example, examples dropped because truncation left no answer).
+
+    With `cache_dir`, the result is stored once per (tokenizer, conversations, max_length) and reused."""
+    path = None
+    if cache_dir is not None:
+        texts = [json.dumps(c, sort_keys=True, ensure_ascii=False) for c in conversations]
+        path = Path(cache_dir) / f"sft-{cache_key(tokenizer_id, texts, max_length, 'sft-v1')}.npz"
+        cached = load_ragged(path, "ids", "targets")
+        if cached is not None:
+            return cached[0], cached[1], len(conversations) - len(cached[0])
     all_ids, all_targets, dropped = [], [], 0
     for messages in conversations:
         ids, mask = assistant_mask(tokenizer, messages)
@@ -57,4 +70,6 @@ def encode_conversations(tokenizer: Any, conversations: list[list[dict[str, str]
         targets[-1] = IGNORE if len(ids) == max_length else targets[-1]
         all_ids.append(np.asarray(ids, dtype=np.int64))
         all_targets.append(targets)
+    if path is not None:
+        save_ragged(path, ids=all_ids, targets=all_targets)
     return all_ids, all_targets, dropped

@@ -62,9 +62,11 @@ class SFTTask(Task):
         train, evaluation = self.conversations()
         max_length = self.config.model.max_length
         with progress_bar("tokenising conversations", total=2) as bar:
-            self.train_ids, self.train_targets, dropped = encode_conversations(tokenizer, train, max_length)
+            self.train_ids, self.train_targets, dropped = encode_conversations(
+                tokenizer, train, max_length, cache_dir, tokenizer_id)
             bar.advance()
-            self.eval_ids, self.eval_targets, _ = encode_conversations(tokenizer, evaluation, max_length)
+            self.eval_ids, self.eval_targets, _ = encode_conversations(
+                tokenizer, evaluation, max_length, cache_dir, tokenizer_id)
             bar.advance()
         if dropped:
             console.print(f"[yellow]{dropped} training conversations had no answer left within "

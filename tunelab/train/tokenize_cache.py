@@ -27,6 +27,30 @@ def cache_key(tokenizer_id: str, texts: list[str], max_length: int, extra: str =
     return digest.hexdigest()[:24]
 
 
+def save_ragged(path: Path, **columns: list[np.ndarray]) -> None:
+    """Several lists of variable-length int arrays (same lengths per row) as one .npz, atomically."""
+    first = next(iter(columns.values()))
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in first])]).astype(np.int64)
+    flat = {name: (np.concatenate(rows) if rows else np.zeros(0)).astype(np.int32) for name, rows in columns.items()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, offsets=offsets, **flat)
+
+    atomic_write_with(path, write)
+
+
+def load_ragged(path: Path, *names: str) -> list[list[np.ndarray]] | None:
+    """The lists saved by `save_ragged`, or None when there is no cache file."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        offsets = stored["offsets"]
+        columns = [stored[name] for name in names]
+    spans = list(zip(offsets[:-1], offsets[1:], strict=True))
+    return [[flat[a:b].astype(np.int64) for a, b in spans] for flat in columns]
+
+
 def tokenize_texts(tokenizer, texts: list[str], max_length: int, cache_dir: Path | None,
                    tokenizer_id: str, description: str = "tokenising", text_pairs: list[str] | None = None,
                    ) -> list[np.ndarray]:
@@ -35,10 +59,9 @@ def tokenize_texts(tokenizer, texts: list[str], max_length: int, cache_dir: Path
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"{cache_key(tokenizer_id, texts + (text_pairs or []), max_length, extra)}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as stored:
-                flat, offsets = stored["ids"], stored["offsets"]
-            return [flat[offsets[i]:offsets[i + 1]].astype(np.int64) for i in range(len(offsets) - 1)]
+        cached = load_ragged(path, "ids")
+        if cached is not None:
+            return cached[0]
     ids: list[np.ndarray] = []
     with progress_bar(description, total=len(texts)) as bar:
         for start in range(0, len(texts), CHUNK):
@@ -48,13 +71,5 @@ def tokenize_texts(tokenizer, texts: list[str], max_length: int, cache_dir: Path
             ids.extend(np.asarray(x, dtype=np.int64) for x in encoded)
             bar.advance(len(chunk))
     if path is not None:
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        flat = np.concatenate(ids).astype(np.int32) if ids else np.zeros(0, np.int32)
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, ids=flat, offsets=offsets)
-
-        atomic_write_with(path, write)
+        save_ragged(path, ids=ids)
     return ids
