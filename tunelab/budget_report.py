@@ -3,22 +3,17 @@ computed by building the model and attaching the adapters exactly as `tunelab ru
 
 from __future__ import annotations
 
-from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
 from tunelab.recipes import load_recipe, with_overrides
-from tunelab.tasks import TASKS
 
 
 def budget_for_recipe(recipe: str, overrides: list[str]) -> str:
     from tunelab.adapters.budget import budget_report
-    from tunelab.runner import prepare_model
+    from tunelab.runner import load_task, prepare_model
 
     config = load_recipe(recipe, overrides)
     configs = {label: with_overrides(config, o, f"variants.{label}") for label, o in config.variants.items()} \
         or {config.name: config}
-    resolved = resolve_model(config.model.name, config.model.revision)
-    tokenizer = load_tokenizer(resolved)
-    task = TASKS[config.task](config)
-    task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
+    resolved, _, task = load_task(config)
     parts = []
     for label, variant_config in configs.items():
         task.config = variant_config

@@ -91,6 +91,15 @@ def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: boo
     return model, breakdown, adapter
 
 
+def load_task(config: RunConfig):
+    """Resolve the model, load its tokenizer, build the task and read + tokenise its data (cached)."""
+    resolved = resolve_model(config.model.name, config.model.revision)
+    tokenizer = load_tokenizer(resolved)
+    task = TASKS[config.task](config)
+    task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
+    return resolved, tokenizer, task
+
+
 def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None = None,
                run_id: str | None = None, on_eval=None) -> RunOutcome:
     if resume is not None and RunDir(Path(resume)).summary() is not None:
@@ -98,10 +107,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     started = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    resolved = resolve_model(config.model.name, config.model.revision)
-    tokenizer = load_tokenizer(resolved)
-    task = TASKS[config.task](config)
-    task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
+    resolved, tokenizer, task = load_task(config)
     model, breakdown, applied = prepare_model(config, task, resolved.path)
     device = default_device()
     model.to(device)

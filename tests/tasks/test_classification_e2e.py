@@ -50,15 +50,12 @@ def test_comparison_and_report_written(demo_outcomes):
 
 def test_artifact_reloads_with_identical_predictions(demo_outcomes):
     from tunelab.adapters.artifact import load_adapter
-    from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
-    from tunelab.tasks import TASKS
+    from tunelab.runner import load_task
 
     config, outcomes = demo_outcomes
     outcome = outcomes[1]  # dora: the variant whose reload users report as "has no effect"
     variant = with_overrides(config, config.variants[outcome.label])
-    resolved = resolve_model(variant.model.name)
-    task = TASKS[variant.task](variant)
-    task.prepare_data(load_tokenizer(resolved), resolved.fingerprint, cache_root() / "tokens")
+    resolved, _, task = load_task(variant)
     torch.manual_seed(123)  # a different head init than training: the artifact must carry the head
     model = task.build_model(resolved.path)
     load_adapter(model, outcome.run_dir / "artifact", resolved.fingerprint)
@@ -86,3 +83,17 @@ def test_cli_budget_exceeded_refuses_to_start(tmp_path):
     assert result.returncode == 2
     assert "exceed adapter.max_trainable=1,000" in result.stderr and "Traceback" not in result.stderr
     assert not any(tmp_path.rglob("summary.json"))
+
+
+def test_string_labels_map_to_training_classes_and_unknown_eval_label_is_named():
+    import pandas as pd
+
+    from tunelab.errors import TunelabError
+    from tunelab.tasks.classification import encode_labels
+
+    labels, classes = encode_labels(pd.Series(["pos", "neg", "pos"]), (), "label")
+    assert classes == ["neg", "pos"] and labels.tolist() == [1, 0, 1]
+    eval_labels, _ = encode_labels(pd.Series(["neg"]), (), "label", classes, where="data.eval")
+    assert eval_labels.tolist() == [0]
+    with pytest.raises(TunelabError, match="data.eval: label 'meh' does not occur in the training data"):
+        encode_labels(pd.Series(["meh"]), (), "label", classes, where="data.eval")

@@ -28,8 +28,10 @@ from tunelab.train.batching import TokenizedSet, bucketed_batches, pad_batch
 from tunelab.train.tokenize_cache import tokenize_texts
 
 
-def encode_labels(values: pd.Series, names: tuple[str, ...], column: str) -> tuple[np.ndarray, list[str]]:
-    """Integer labels stay as they are (0..K-1); strings map to sorted class names."""
+def encode_labels(values: pd.Series, names: tuple[str, ...], column: str, classes: list[str] | None = None,
+                  where: str = "data.train") -> tuple[np.ndarray, list[str]]:
+    """Integer labels stay as they are (0..K-1); strings map to sorted class names (or to `classes`, the
+    training set's, when encoding the eval split)."""
     if pd.api.types.is_integer_dtype(values):
         labels = values.to_numpy(dtype=np.int64)
         if labels.min() < 0:
@@ -38,7 +40,10 @@ def encode_labels(values: pd.Series, names: tuple[str, ...], column: str) -> tup
         count = max(int(labels.max()) + 1, len(names))
         return labels, list(names) if len(names) == count else [str(i) for i in range(count)]
     text = values.astype(str)
-    classes = sorted(text.unique())
+    classes = classes if classes is not None else sorted(text.unique())
+    unknown = sorted(set(text) - set(classes))
+    if unknown:
+        raise TunelabError(f"{where}: label '{unknown[0]}' does not occur in the training data")
     mapping = {name: i for i, name in enumerate(classes)}
     return text.map(mapping).to_numpy(dtype=np.int64), classes
 
@@ -58,14 +63,9 @@ class ClassificationTask(Task):
     def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
         tables = load_tables(self.config.data)
         train_labels, names = encode_labels(tables.train[tables.label], tables.label_names, tables.label)
-        if not pd.api.types.is_integer_dtype(tables.train[tables.label]):
-            lookup = {name: i for i, name in enumerate(names)}
-            unknown = sorted(set(tables.eval[tables.label].astype(str)) - set(lookup))
-            if unknown:
-                raise TunelabError(f"data.eval: label '{unknown[0]}' does not occur in the training data")
-            eval_labels = tables.eval[tables.label].astype(str).map(lookup).to_numpy(dtype=np.int64)
-        else:
-            eval_labels, _ = encode_labels(tables.eval[tables.label], tables.label_names, tables.label)
+        string_classes = None if pd.api.types.is_integer_dtype(tables.train[tables.label]) else names
+        eval_labels, _ = encode_labels(tables.eval[tables.label], tables.label_names, tables.label,
+                                       string_classes, where="data.eval")
         if len(names) <= int(eval_labels.max()):
             names = [str(i) for i in range(int(eval_labels.max()) + 1)]
         self.label_names = names
