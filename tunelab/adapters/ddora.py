@@ -40,11 +40,11 @@ class DDoRALinear(LowRankLinear):
 
     def __init__(self, base: nn.Linear, settings: ModuleSettings) -> None:
         super().__init__(base, settings)
-        like = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.m_in = random_magnitude(self.in_features, self.r, base.weight)  # (in,)
+        like = {"device": self.A.device, "dtype": self.A.dtype}  # float even next to a 4/8-bit base
+        self.m_in = random_magnitude(self.in_features, self.r, self.A)  # (in,)
         self.scale_in = nn.Parameter(torch.full((scale_groups(self.in_features, settings),),
                                                 settings.scale_init, **like))
-        self.m_out = random_magnitude(self.out_features, self.r, base.weight)  # (out,)
+        self.m_out = random_magnitude(self.out_features, self.r, self.A)  # (out,)
         self.scale_out = nn.Parameter(torch.full((scale_groups(self.out_features, settings),),
                                                  settings.scale_init, **like))
 
@@ -53,7 +53,7 @@ class DDoRALinear(LowRankLinear):
         return (in_features + scale_groups(in_features, settings)
                 + out_features + scale_groups(out_features, settings))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
         f_in = expand_scale(self.scale_in, self.in_features) * self.m_in  # (in,)
         h = F.linear(self.dropout(x), self.A * f_in) * self.scaling  # (..., r) = s·A (dropout(x) ⊙ f_in)
         f_out = expand_scale(self.scale_out, self.out_features) * self.m_out  # (out,)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.adapters.lowrank import LowRankLinear, ModuleSettings, add_up
+from tunelab.adapters.lowrank import LowRankLinear, ModuleSettings, add_up, dense_weight
 
 
 class DoRALinear(LowRankLinear):
@@ -23,6 +23,8 @@ class DoRALinear(LowRankLinear):
     Dropout exactly as PEFT: while training with p > 0 the adapter sees dropout(x) and the base sees x,
     y = W x + b + (g - 1) ⊙ W dropout(x) + g ⊙ s·B A dropout(x), which needs a second base matmul (as
     PEFT's does); in eval or with p = 0 the one-matmul form above is exact.
+    Quantised base (QLoRA): ‖·‖_row is taken of the dequantised W (`dense_weight`), and W x of the
+    base's own 4/8-bit forward (`base_matmul`), so no dense W outlives the norm computation.
     Mergeable: W' = g[:, None] ⊙ (W + s·B A).
     Source: Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation" (arXiv:2402.09353);
     PEFT `tuners/lora/dora.py` (DoraLinearLayer) for the detach and dropout handling.
@@ -41,21 +43,22 @@ class DoRALinear(LowRankLinear):
     def weight_norm(self, clamp: bool = True) -> torch.Tensor:
         """‖W + s·B A‖ per output row, (out,), outside autograd (the detach PEFT and the paper use)."""
         with torch.no_grad():
-            merged = torch.addmm(self.base.weight, self.B, self.A, alpha=self.scaling)  # (out, in)
+            W = dense_weight(self.base).to(self.A.dtype)  # (out, in), dequantised for a 4/8-bit base
+            merged = torch.addmm(W, self.B, self.A, alpha=self.scaling)  # (out, in)
             norm = torch.linalg.vector_norm(merged, dim=1)
         return norm.clamp_min(self.settings.norm_eps) if clamp else norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
         g = self.m / self.weight_norm()  # (out,)
         gB = self.B * g[:, None]  # (out, r): g ⊙ (B h) = (g ⊙ B) h, folded in rank space
-        W, b = self.base.weight, self.base.bias
+        b = self.base.bias
         if self.training and not isinstance(self.dropout, nn.Identity):
             x_d = self.dropout(x)
-            return add_up(self.base(x) + (g - 1) * F.linear(x_d, W), F.linear(x_d, self.A) * self.scaling, gB)
-        Wx = F.linear(x, W)  # (..., out), the only full-size matmul
+            return add_up(self.base(x) + (g - 1) * self.base_matmul(x_d), F.linear(x_d, self.A) * self.scaling, gB)
+        Wx = self.base_matmul(x)  # (..., out), the only full-size matmul
         return add_up(Wx * g if b is None else torch.addcmul(b, Wx, g), self.down(x), gB)
 
     def merge(self) -> nn.Linear:
         with torch.no_grad():
             g = self.m / self.weight_norm()
-            return self.merged_linear(g[:, None] * (self.base.weight + self.delta_weight()))
+            return self.merged_linear(g[:, None] * (dense_weight(self.base).to(self.A.dtype) + self.delta_weight()))

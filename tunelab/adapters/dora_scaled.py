@@ -41,16 +41,16 @@ class DoRAScaledLinear(LowRankLinear):
 
     def __init__(self, base: nn.Linear, settings: ModuleSettings) -> None:
         super().__init__(base, settings)
-        self.m = random_magnitude(self.out_features, self.r, base.weight)  # (out,)
+        self.m = random_magnitude(self.out_features, self.r, self.A)  # (out,)
         groups = scale_groups(self.out_features, settings)
-        self.scale = nn.Parameter(torch.full((groups,), settings.scale_init, device=base.weight.device,
-                                             dtype=base.weight.dtype))  # (groups,)
+        self.scale = nn.Parameter(torch.full((groups,), settings.scale_init, device=self.A.device,
+                                             dtype=self.A.dtype))  # (groups,)
 
     @classmethod
     def extra_param_count(cls, in_features: int, out_features: int, settings: ModuleSettings) -> int:
         return out_features + scale_groups(out_features, settings)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
         h = self.down(x)  # (..., r)
         f = expand_scale(self.scale, self.out_features) * self.m  # (out,)
         # f ⊙ (B h) / ‖B h‖ = (f ⊙ B)(h / ‖B h‖): norm and both factors handled in rank space

@@ -1,7 +1,13 @@
 """What every adapter variant shares: the frozen base linear, the low-rank pair (A, B) and the scales.
 
-A variant subclasses `LowRankLinear`, adds its own parameters in `__init__`, writes `forward`, and
-(if the math allows) `merge`. Parameter names follow the math: `A` (r, in), `B` (out, r), `m`, `scale`.
+A variant subclasses `LowRankLinear`, adds its own parameters in `__init__`, writes `adapted` (its
+forward; `LowRankLinear.forward` dispatches to it unless the adapter is switched off, see switch.py),
+and (if the math allows) `merge`. Parameter names follow the math: `A` (r, in), `B` (out, r), `m`, `scale`.
+
+Quantised bases (bitsandbytes Linear4bit / Linear8bitLt, QLoRA) store W as packed uint8 / int8: the
+adapter's own parameters are then float32 (`adapter_dtype`), every piece of math that reads W goes
+through `dense_weight` (the dequantised (out, in) matrix), and W x itself always comes from the base
+module's own forward, which dequantises block by block and saves only the packed weight for backward.
 """
 
 from __future__ import annotations
@@ -65,11 +71,51 @@ def expand_scale(scale: torch.Tensor, features: int) -> torch.Tensor:
     return scale.repeat_interleave(features // scale.numel())
 
 
+QUANTIZED_PARAMS = ("Params4bit", "Int8Params")  # bitsandbytes parameter classes (matched by name: no import)
+
+
+def is_quantized(base: nn.Linear) -> bool:
+    """True for a bitsandbytes 4/8-bit layer, whose weight holds packed integers rather than W."""
+    return type(base.weight).__name__ in QUANTIZED_PARAMS
+
+
+def adapter_dtype(base: nn.Linear) -> torch.dtype:
+    """The dtype of A, B, m, scale: the base weight's (fp32, bf16, ...) when it is a float, float32 next to
+    a quantised base (a uint8 / int8 weight dtype cannot hold gradients; float32 master weights as QLoRA)."""
+    return base.weight.dtype if base.weight.dtype.is_floating_point else torch.float32
+
+
+def dense_weight(base: nn.Linear) -> torch.Tensor:
+    """W (out, in) as a float matrix, for the math that reads the weight itself (DoRA's row norm, merge).
+
+    A plain layer returns its weight (no copy). 4-bit: W = dequantize_4bit(packed, quant_state) (NF4/FP4
+    code book × per-block absmax, itself dequantised under double quantisation). 8-bit (LLM.int8): W =
+    int8 · SCB / 127 with SCB the per-row absmax, kept on the weight until the first forward and on
+    `base.state` afterwards. The result is a fresh tensor each call (nothing dense is kept around).
+    """
+    weight = base.weight
+    kind = type(weight).__name__
+    if kind == "Params4bit":
+        import bitsandbytes.functional as bnb_functional
+
+        return bnb_functional.dequantize_4bit(weight.data, weight.quant_state)
+    if kind == "Int8Params":
+        import bitsandbytes.functional as bnb_functional
+
+        scb = weight.SCB if weight.SCB is not None else base.state.SCB
+        return bnb_functional.int8_vectorwise_dequant(weight.data, scb)
+    if not weight.dtype.is_floating_point:
+        raise TunelabError(f"{type(base).__name__} stores its weight as {weight.dtype}: tunelab can dequantise "
+                           "bitsandbytes 4-bit and 8-bit layers only")
+    return weight
+
+
 class LowRankLinear(nn.Module):
     """Base of every variant: y = W x + b + (variant-specific use of) s · B A dropout(x), s = alpha / r.
 
     The wrapped `base` keeps its parameters (frozen by `inject_adapters`); `weight`/`bias` are forwarded
-    so model code that peeks at `module.weight.dtype` keeps working after injection.
+    so model code that peeks at `module.weight.dtype` keeps working after injection. `enabled = False`
+    (set by `switch.disabled`) makes the layer exactly its base, y = W x + b.
     """
 
     variant: ClassVar[str] = ""
@@ -82,8 +128,9 @@ class LowRankLinear(nn.Module):
         self.settings = settings
         self.r = settings.rank
         self.scaling = settings.alpha / settings.rank
+        self.enabled = True  # plain attribute, not state: switching adapters off is not saved
         self.dropout: nn.Module = nn.Dropout(settings.dropout) if settings.dropout > 0 else nn.Identity()
-        like = {"device": base.weight.device, "dtype": base.weight.dtype}
+        like = {"device": base.weight.device, "dtype": adapter_dtype(base)}
         self.A = nn.Parameter(torch.empty(self.r, base.in_features, **like))  # (r, in)
         self.B = nn.Parameter(torch.empty(base.out_features, self.r, **like))  # (out, r)
         init_low_rank(self.A, self.B, self.forced_init or settings.init)
@@ -119,6 +166,22 @@ class LowRankLinear(nn.Module):
         """The adapter's own parameters (never the base's), keyed by local name."""
         return {name: p for name, p in self.named_parameters() if not name.startswith("base.")}
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The variant's `adapted(x)`, or exactly `base(x)` while switched off (the one place that checks)."""
+        return self.adapted(x) if self.enabled else self.base(x)
+
+    def adapted(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement adapted(x)")
+
+    def base_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """W x without the bias, (..., out). A quantised base runs its own forward (it dequantises per
+        block and keeps only the packed weight for backward) and the bias is taken back out; a dense
+        F.linear(x, dense_weight) there would keep a full float W alive per layer until backward."""
+        if not is_quantized(self.base):
+            return F.linear(x, self.base.weight)
+        y = self.base(x)
+        return y if self.base.bias is None else y - self.base.bias
+
     def down(self, x: torch.Tensor) -> torch.Tensor:
         """h = s · A dropout(x), (..., r). s multiplies the (tokens, r) intermediate, the cheapest spot
         (r ≪ out), and every later per-feature factor is folded into B (out, r) for the same reason."""
@@ -133,10 +196,11 @@ class LowRankLinear(nn.Module):
                            "on the input, so no single weight matrix reproduces it")
 
     def merged_linear(self, weight: torch.Tensor) -> nn.Linear:
-        """A plain nn.Linear with `weight` and the base bias: what `merge` hands back."""
+        """A plain nn.Linear with `weight` and the base bias: what `merge` hands back. It takes the dtype
+        of `weight`, i.e. of the dequantised W for a quantised base (merging does not re-quantise)."""
         base = self.base
         merged = nn.Linear(self.in_features, self.out_features, bias=base.bias is not None,
-                           device=base.weight.device, dtype=base.weight.dtype)
+                           device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             merged.weight.copy_(weight)
             if base.bias is not None:
@@ -178,7 +242,8 @@ def init_low_rank(A: nn.Parameter, B: nn.Parameter, init: str) -> None:
 
 
 def random_magnitude(features: int, r: int, like: torch.Tensor) -> nn.Parameter:
-    """m ~ N(0, 1/r) (variance 1/r, as seed 000 initialises its magnitude vectors)."""
+    """m ~ N(0, 1/r) (variance 1/r, as seed 000 initialises its magnitude vectors), on `like`'s device and
+    in its dtype (pass the adapter's A, never a possibly quantised base weight)."""
     m = torch.empty(features, device=like.device, dtype=like.dtype)
     nn.init.normal_(m, std=1.0 / math.sqrt(r))
     return nn.Parameter(m)
