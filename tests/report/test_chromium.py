@@ -1,10 +1,14 @@
 """Open a generated report in headless Chromium: it renders (table, plots), its script runs under the
 page's CSP, the console shows no errors, and the screenshot is not blank.
 
-Needs the Debian package `chromium` (CI: apt-get install -y --no-install-recommends chromium)."""
+Needs the Debian package `chromium` (.ci/run installs it: apt-get install -y chromium). Without it the
+test skips on a developer machine and fails under CI=true, so CI cannot pass without having run it."""
 
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,17 +20,25 @@ from tunelab.report.runs import find_runs
 from .fabricate import adapter_stats, classification_metrics, make_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
-                                "(apt-get install -y chromium)")
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--enable-logging=stderr", "--v=0", "--window-size=1280,2400"]
 
 
+def require_chromium() -> str:
+    if CHROMIUM is None:
+        if IN_CI:
+            pytest.fail("CI: headless Chromium is not installed (.ci/run installs the Debian package `chromium`)")
+        pytest.skip("headless Chromium not installed (apt-get install -y chromium)")
+    return CHROMIUM
+
+
 def open_in_chromium(page, tmp_path):
     """(DOM after scripts ran, console log, screenshot path) from one headless run with a fresh profile."""
+    chromium = require_chromium()
     shot = tmp_path / "shot.png"
-    result = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+    result = subprocess.run([chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
                              "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout, result.stderr, shot
@@ -50,3 +62,14 @@ def test_report_renders_in_headless_chromium(tmp_path):
     pixels = mpimg.imread(shot)
     assert pixels.shape[1] == 1280 and pixels.shape[0] >= 1000
     assert float(np.std(pixels[..., :3])) > 0.05  # text, table borders and plots, not a blank page
+
+
+@pytest.mark.parametrize("ci,outcome", [("true", "1 failed"), ("", "1 skipped")])
+def test_missing_chromium_fails_under_ci_and_skips_elsewhere(ci, outcome):
+    """The screenshot test in a pytest whose PATH has no browser: a failure in CI, a skip on a laptop."""
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "CI": ci}
+    test_id = f"{Path(__file__).resolve()}::test_report_renders_in_headless_chromium"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_id],
+                            capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[2])
+    assert outcome in result.stdout, result.stdout[-2000:]
+    assert result.returncode == (1 if ci else 0)

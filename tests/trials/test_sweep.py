@@ -1,20 +1,16 @@
 """A real (tiny) sweep in-process: intermediate evals reach the pruner, an over-budget point ends as an
-infeasible trial without training, a finished sweep run again does nothing, trackers fail in one line."""
+infeasible trial without training, a finished sweep run again does nothing (trackers: test_trackers.py)."""
 
-import importlib.util
 import json
 
 import optuna
-import pytest
 
-from tunelab.errors import TunelabError
 from tunelab.report.compare import build_comparison, markdown_table
 from tunelab.report.runs import find_runs
 from tunelab.trials import sweep as sweep_module
 from tunelab.trials.space import parse_param
 from tunelab.trials.spec import SweepSpec
 from tunelab.trials.sweep import events, run_sweep
-from tunelab.trials.trackers import open_tracker
 
 TINY = ("variants={}", "data.limit=16", "data.eval_limit=16", "train.max_steps=3", "train.batch_size=8",
         "model.max_length=32", "adapter.plan=fixed", "train.threads=1", "train.log_every=1")
@@ -39,40 +35,3 @@ def test_pruning_and_infeasible_points(tmp_path, monkeypatch):
     assert "trial-000 (pruned)" in table
     again = run_sweep(spec)  # the same command once more: everything is done, nothing is trained
     assert again.ran == [] and again.states == result.states and again.folder == result.folder
-
-
-def fake_run(folder):
-    """A finished run dir with two logged steps and one eval, as the loop writes them."""
-    run_dir = folder / "run"
-    run_dir.mkdir()
-    lines = [{"step": 1, "loss": 1.2, "lr": 1e-3}, {"step": 2, "loss": 1.0, "lr": 1e-3},
-             {"step": 2, "eval": {"accuracy": 0.5}}]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    (run_dir / "summary.json").write_text(json.dumps({"metrics": {"accuracy": 0.5}, "steps": 2,
-                                                       "trainable_params": 10}))
-    return run_dir
-
-
-def test_missing_tracker_package_is_one_line(tmp_path):
-    for name in ("tensorboard", "mlflow"):
-        if importlib.util.find_spec(name) is None:
-            with pytest.raises(TunelabError, match=f"pip install {name}"):
-                open_tracker(name, tmp_path)
-    with pytest.raises(TunelabError, match="choose tensorboard or mlflow"):
-        open_tracker("wandb", tmp_path)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed (optional)")
-def test_tensorboard_tracker_writes_event_files(tmp_path):
-    run_dir = fake_run(tmp_path)
-    open_tracker("tensorboard", tmp_path).log_run("t0", run_dir, {"train.lr": 1e-3}, json.loads(
-        (run_dir / "summary.json").read_text()))
-    assert list((tmp_path / "tensorboard" / "t0").rglob("events.out.tfevents.*"))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow not installed (optional)")
-def test_mlflow_tracker_writes_a_local_file_store(tmp_path):
-    run_dir = fake_run(tmp_path)
-    open_tracker("mlflow", tmp_path, "exp").log_run("t0", run_dir, {"train.lr": 1e-3}, json.loads(
-        (run_dir / "summary.json").read_text()))
-    assert list((tmp_path / "mlruns").rglob("metrics/train.loss")) and list((tmp_path / "mlruns").rglob("train.lr"))

@@ -1,7 +1,9 @@
-"""Named datasets: vendored slices (always there), ../shared/data copies (benchmarks), hub names.
+"""Named datasets: vendored slices (always there) and ../shared/data copies (benchmarks), each for a
+task that trains on it (classification or sft).
 
 `resolve_dataset(name)` returns file paths plus the column roles a task needs, so recipes can say
-`data.dataset: ag_news_demo` instead of repeating paths and column mappings.
+`data.dataset: ag_news_demo` instead of repeating paths and column mappings. Hub ids (`owner/name`) and
+`datasets` folders are not registered: tunelab.data.tables reads them like a data.train file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ VENDORED = Path(__file__).resolve().parent.parent / "data" / "vendored"
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    task: str
+    task: str  # the task that trains on it (a tunelab.tasks.registry name)
     train: str  # "vendored:<file>" or "shared:<relative path>"
     eval: str | None = None
     text_fields: tuple[str, ...] = ("text",)
@@ -27,7 +29,7 @@ class DatasetSpec:
     eval_size: int | None = None  # split this many eval rows off train when `eval` is None
     columns: dict[str, str] = field(default_factory=dict)  # SFT roles -> columns (prompt, completion, ...)
     sft_format: str = "auto"
-    hub: str | None = None
+    hub: str | None = None  # where the full set lives on the hub (provenance; not loaded from here)
     description: str = ""
 
 
@@ -70,8 +72,6 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
                     columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF helpful-base test pairs (2,354)"),
-        DatasetSpec("tinyshakespeare", "lm", "vendored:tinyshakespeare.txt.gz", None,
-                    description="tiny Shakespeare, 1.1M characters"),
     ]
 }
 
@@ -111,11 +111,12 @@ def resolve_dataset(name: str) -> DatasetSpec:
 
         close = difflib.get_close_matches(name, list(DATASETS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(DATASETS)})"
-        raise TunelabError(f"data.dataset: unknown dataset '{name}'{hint}")
+        raise TunelabError(f"data.dataset: unknown dataset '{name}'{hint}; a hub dataset id looks like owner/name")
     return spec
 
 
 def list_datasets() -> list[dict[str, str]]:
+    """`tunelab data`: the registered sets, whether this machine has their files."""
     rows = []
     for spec in DATASETS.values():
         available = spec.train.startswith("vendored:") or shared_data_dir() is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tunelab.config import DataConfig
@@ -74,8 +75,9 @@ def row_messages(row: dict[str, Any], cfg: DataConfig, fmt: str, defaults: dict[
         return str(value)
 
     if fmt == "messages":
-        messages = row[column(cfg, "messages", defaults)]
-        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        messages = row[column(cfg, "messages", defaults)]  # a list (JSON) or an ndarray (Parquet, `datasets`)
+        if not isinstance(messages, list | tuple | np.ndarray) or not all(
+                isinstance(m, dict) and "role" in m for m in messages):
             raise TunelabError(f"{where}: 'messages' must be a list of {{role, content}} objects")
         return [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in messages]
     if fmt == "instruction":

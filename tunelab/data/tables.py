@@ -1,19 +1,21 @@
 """Turn the `data:` section into train/eval tables with known column roles.
 
-Handles registered datasets and user files alike, the held-out split when no eval file exists
-(stratified by label, fixed seed), and `data.limit` for quick runs.
+Handles registered datasets, user files, `datasets` folders and hub ids alike (one reader for the last
+three: tunelab.data.loaders.open_source), the held-out split when there is no eval data (stratified by
+label, fixed seed), and `data.limit` for quick runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tunelab.assets.datasets import DatasetSpec, locate, resolve_dataset
+from tunelab.assets.datasets import DATASETS, DatasetSpec, locate, resolve_dataset
 from tunelab.config import DataConfig
-from tunelab.data.loaders import read_table, require_columns
+from tunelab.data.loaders import HUB_ID, LabelNames, eval_split, open_source, read_table, require_columns, train_split
 from tunelab.errors import TunelabError
 
 
@@ -29,27 +31,35 @@ class Tables:
 
 @dataclass(frozen=True)
 class Frames:
-    """Raw train/eval tables after split and limits, with the registry entry they came from (if any)."""
+    """Raw train/eval tables after split and limits, with the registry entry they came from (if any) and
+    the class names a `datasets` source declares per column (ClassLabel features)."""
 
     train: pd.DataFrame
     eval: pd.DataFrame
     spec: DatasetSpec | None
     source: str
+    label_names: LabelNames = field(default_factory=dict)
+
+
+def registered_spec(name: str | None) -> DatasetSpec | None:
+    """The registry entry data.dataset names; None for a hub id or a `datasets` folder, which are read
+    exactly like data.train. Anything else unknown is an error with a suggestion."""
+    if name is None or (name not in DATASETS and (HUB_ID.match(name) or Path(name).expanduser().is_dir())):
+        return None
+    return resolve_dataset(name)
 
 
 def load_frames(cfg: DataConfig, stratify_on: str | None = None) -> Frames:
-    """Read the configured files (or registered dataset), hold out eval rows when there is no eval file."""
-    spec = resolve_dataset(cfg.dataset) if cfg.dataset is not None else None
+    """Read the configured data, hold out eval rows when there is no eval file or eval split."""
+    spec = registered_spec(cfg.dataset)
     if spec is not None:
-        train_path, key = locate(spec.train, cfg.dataset), "data.dataset"
-        eval_path = locate(spec.eval, cfg.dataset) if spec.eval else None
-        eval_size, source = spec.eval_size, cfg.dataset
+        train = read_table(locate(spec.train, cfg.dataset), "data.dataset")
+        evaluation = read_table(locate(spec.eval, cfg.dataset), "data.dataset") if spec.eval else None
+        label_names, eval_size, source = {}, spec.eval_size, cfg.dataset
     else:
-        train_path, eval_path, key, eval_size, source = cfg.train, cfg.eval, "data.train", None, str(cfg.train)
-    train = read_table(train_path, key)
-    if eval_path is not None:
-        evaluation = read_table(eval_path, "data.dataset" if spec else "data.eval")
-    else:
+        train, evaluation, label_names, source = source_frames(cfg)
+        eval_size = None
+    if evaluation is None:
         train, evaluation = split_holdout(train, stratify_on, eval_size, cfg.eval_fraction, cfg.split_seed)
     if cfg.limit is not None:
         train = train.sample(n=min(cfg.limit, len(train)), random_state=cfg.split_seed)
@@ -57,21 +67,40 @@ def load_frames(cfg: DataConfig, stratify_on: str | None = None) -> Frames:
         evaluation = evaluation.sample(n=min(cfg.eval_limit, len(evaluation)), random_state=cfg.split_seed)
     if len(train) == 0 or len(evaluation) == 0:
         raise TunelabError(f"data: {source} gives {len(train)} training and {len(evaluation)} eval rows")
-    return Frames(train.reset_index(drop=True), evaluation.reset_index(drop=True), spec, source)
+    return Frames(train.reset_index(drop=True), evaluation.reset_index(drop=True), spec, source, label_names)
+
+
+def source_frames(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, LabelNames, str]:
+    """data.dataset (hub id, folder) or data.train (file, folder, hub id), eval from data.eval, else from
+    the source's validation/test split, else None (held out by the caller). `split`/`eval_split` are read
+    when DataConfig has them."""
+    ref, key = (cfg.dataset, "data.dataset") if cfg.dataset is not None else (str(cfg.train), "data.train")
+    source = open_source(ref, key)
+    split = train_split(source, cfg.split)
+    train, names = source.read(split)
+    evaluation, eval_names = None, {}
+    if cfg.eval is not None:
+        other = open_source(cfg.eval, "data.eval")
+        evaluation, eval_names = other.read(eval_split(other, cfg.eval_split))
+    else:
+        held = eval_split(source, cfg.eval_split, beside=split)
+        if held is not None:
+            evaluation, eval_names = source.read(held)
+    label = ref if len(source.splits) == 1 else f"{ref} [{split}]"
+    return train, evaluation, {**eval_names, **names}, label
 
 
 def load_tables(cfg: DataConfig, target_role: str = "label") -> Tables:
     """Classification view: text fields and a label column, checked to exist."""
-    spec = resolve_dataset(cfg.dataset) if cfg.dataset is not None else None
+    spec = registered_spec(cfg.dataset)
     if spec is not None:
         text_fields = tuple(cfg.text_fields) or spec.text_fields
         label = cfg.columns.get(target_role, spec.label)
-        label_names = spec.label_names
     else:
         text_fields = tuple(cfg.text_fields) or (cfg.columns.get("text", "text"),)
         label = cfg.columns.get(target_role, target_role)
-        label_names = ()
     frames = load_frames(cfg, stratify_on=label)
+    label_names = spec.label_names if spec is not None else frames.label_names.get(label, ())
     for frame, name in ((frames.train, "train"), (frames.eval, "eval")):
         require_columns(frame, [*text_fields, label], f"the {name} data of {frames.source}", "data.columns")
     return Tables(frames.train, frames.eval, text_fields, label, label_names, frames.source)

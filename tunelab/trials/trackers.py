@@ -16,7 +16,9 @@ from typing import Any, Protocol
 from tunelab.errors import TunelabError
 from tunelab.rundir import read_jsonl
 
-TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # name -> pip package
+# name -> (module it needs, what to pip install). mlflow-skinny is MLflow's client and local file store
+# without the server extras; the full `mlflow` wheel pins pyarrow<26, which clashes with tunelab's pin.
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow-skinny")}
 
 
 class Tracker(Protocol):
@@ -104,8 +106,9 @@ def open_tracker(name: str | None, folder: Path, experiment: str = "tunelab") ->
         raise TunelabError(f"--tracker {name}: choose {' or '.join(TRACKERS)}")
     import importlib.util
 
-    if importlib.util.find_spec(TRACKERS[name]) is None:
-        raise TunelabError(f"--tracker {name} needs the {TRACKERS[name]} package: pip install {TRACKERS[name]}")
+    module, package = TRACKERS[name]
+    if importlib.util.find_spec(module) is None:
+        raise TunelabError(f"--tracker {name} needs the {module} package: pip install {package}")
     if name == "tensorboard":
         return TensorBoardTracker(folder)
     return MLflowTracker(folder, experiment)

@@ -1,0 +1,92 @@
+"""Optimizer groups and schedules: which parameter gets which weight decay and lr (the task head's own lr
+included), and the lr multiplier at known points of warmup, cosine and step schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from tunelab.config import TrainConfig
+from tunelab.errors import TunelabError
+from tunelab.train.optim import build_optimizer, build_scheduler, lr_multiplier, param_groups
+
+
+class Adapted(nn.Module):
+    """A frozen linear with LoRA factors, a DoRA magnitude and a scaled-DoRA scale, named as the adapters name them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(4, 4), requires_grad=False)
+        self.A, self.B = nn.Parameter(torch.zeros(2, 4)), nn.Parameter(torch.zeros(4, 2))
+        self.m, self.scale = nn.Parameter(torch.ones(4)), nn.Parameter(torch.ones(2))
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleDict({"query": Adapted(), "dense": nn.Linear(4, 4), "LayerNorm": nn.LayerNorm(4)})
+        self.classifier = nn.Linear(4, 3)
+        self.score = nn.Linear(4, 3, bias=False)
+
+
+def grouping(model: nn.Module, cfg: TrainConfig) -> dict[str, tuple[str, float, float]]:
+    """parameter name -> (group name, weight decay, lr)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: (group["name"], group["weight_decay"], group["lr"])
+            for group in param_groups(model, cfg) for p in group["params"]}
+
+
+def test_decay_groups_and_head_lr():
+    cfg = TrainConfig(lr=1e-3, head_lr=5e-3, weight_decay=0.01, scale_weight_decay=1e-4)
+    got = grouping(Toy(), cfg)
+    assert got == {
+        "encoder.query.A": ("decay", 0.01, 1e-3), "encoder.query.B": ("decay", 0.01, 1e-3),
+        "encoder.query.m": ("no_decay", 0.0, 1e-3), "encoder.query.scale": ("scales", 1e-4, 1e-3),
+        "encoder.dense.weight": ("decay", 0.01, 1e-3), "encoder.dense.bias": ("no_decay", 0.0, 1e-3),
+        "encoder.LayerNorm.weight": ("no_decay", 0.0, 1e-3), "encoder.LayerNorm.bias": ("no_decay", 0.0, 1e-3),
+        "classifier.weight": ("decay", 0.01, 5e-3), "classifier.bias": ("no_decay", 0.0, 5e-3),
+        "score.weight": ("decay", 0.01, 5e-3),
+    }  # the frozen base weight is in no group
+
+
+def test_without_head_lr_the_head_trains_at_the_base_lr():
+    lrs = {lr for _, _, lr in grouping(Toy(), TrainConfig(lr=2e-4)).values()}
+    assert lrs == {2e-4}
+
+
+def test_nothing_trainable_is_one_line():
+    model = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(TunelabError, match="nothing to train"):
+        build_optimizer(model, TrainConfig())
+
+
+def test_cosine_schedule_at_warmup_end_midpoint_and_end():
+    cfg = TrainConfig(schedule="cosine", warmup_ratio=0.2)  # 50 steps: 10 warmup, then 40 of cosine
+    assert [lr_multiplier(s, 50, cfg) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])  # linear warmup
+    assert lr_multiplier(10, 50, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(20, 50, cfg) == pytest.approx((2 + math.sqrt(2)) / 4)  # a quarter: cos(pi/4)
+    assert lr_multiplier(30, 50, cfg) == pytest.approx(0.5)  # midpoint of the decay
+    assert lr_multiplier(40, 50, cfg) == pytest.approx((2 - math.sqrt(2)) / 4)
+    assert lr_multiplier(50, 50, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_linear_and_step_schedules():
+    linear = TrainConfig(schedule="linear", warmup_ratio=0.0)
+    assert [lr_multiplier(s, 100, linear) for s in (0, 25, 100)] == pytest.approx([1.0, 0.75, 0.0])
+    step = TrainConfig(schedule="step", lr=1e-3, warmup_ratio=0.0, step_milestones=[0.5, 0.75], step_lrs=[3e-4, 1e-4])
+    assert [lr_multiplier(s, 100, step) for s in (49, 50, 74, 75, 99)] == pytest.approx([1.0, 0.3, 0.3, 0.1, 0.1])
+
+
+def test_scheduler_scales_every_group_from_its_own_base_lr():
+    cfg = TrainConfig(lr=1e-3, head_lr=1e-2, schedule="cosine", warmup_ratio=0.0)
+    model = Toy()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, 10, cfg)
+    for _ in range(5):  # to the midpoint of a 10-step cosine
+        optimizer.step()
+        scheduler.step()
+    lrs = sorted({round(group["lr"], 12) for group in optimizer.param_groups})
+    assert lrs == pytest.approx([5e-4, 5e-3])
