@@ -13,11 +13,11 @@ def budget_for_recipe(recipe: str, overrides: list[str]) -> str:
     config = load_recipe(recipe, overrides)
     configs = {label: with_overrides(config, o, f"variants.{label}") for label, o in config.variants.items()} \
         or {config.name: config}
-    resolved, _, task = load_task(config)
+    source, task = load_task(config)
     parts = []
     for label, variant_config in configs.items():
         task.config = variant_config
-        model, _, _ = prepare_model(variant_config, task, resolved.path, enforce_budget=False)
+        model, _, _ = prepare_model(variant_config, task, source, enforce_budget=False)
         title = f"== {label} ({variant_config.adapter.variant}) =="
         parts.append(title + "\n" + budget_report(model, variant_config.adapter))
     return "\n\n".join(parts)

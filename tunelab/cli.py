@@ -54,7 +54,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from tunelab.assets.datasets import list_datasets
 
-    print_rows("registered datasets (or point data.train at a CSV/TSV/JSONL/Parquet/text file)", list_datasets(),
+    title = "registered datasets (or point data.train at a CSV/TSV/JSONL/Parquet file, a datasets folder or a hub id)"
+    print_rows(title, list_datasets(),
                ["name", "task", "available", "description"])
     return 0
 
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tunelab.trials.commands import add_parsers as add_trial_parsers
 
     add_trial_parsers(verbs)
+    from tunelab.export.commands import add_parsers as add_export_parsers
+
+    add_export_parsers(verbs)
     return parser
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tunelab.adapters.spec import AdapterConfig, Frozen
-
-TaskName = Literal["classification", "sft"]
+from tunelab.tasks.registry import TASK_REGISTRY
 
 
 class ModelConfig(Frozen):
@@ -20,7 +19,10 @@ class ModelConfig(Frozen):
     revision: str | None = None
     max_length: int = Field(default=128, ge=8, le=8192)
     quantize: Literal["none", "4bit", "8bit"] = Field(
-        default="none", description="load the frozen base quantised (bitsandbytes, CUDA only) for QLoRA")
+        default="none", description="load the frozen base quantised (bitsandbytes, CPU or CUDA) for QLoRA")
+    arch: dict[str, Any] | None = Field(
+        default=None, description="from-scratch architecture {type: NAME, ...its settings}: no pretrained "
+        "weights, no hub; the tokenizer is built from the training data")
 
 
 class DataConfig(Frozen):
@@ -41,6 +43,10 @@ class DataConfig(Frozen):
     system: str | None = Field(default=None, description="system message prepended to every SFT conversation")
     eval_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out when no eval file is given")
     split_seed: int = 0
+    split: str | None = Field(
+        default=None, description="split of a datasets folder or hub id to train on (default: train, or the only one)")
+    eval_split: str | None = Field(
+        default=None, description="eval split (default: validation/valid/dev/test if present, else held out)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -91,7 +97,7 @@ class EvalConfig(Frozen):
 class RunConfig(Frozen):
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    task: TaskName = "classification"
+    task: str = Field(default="classification", description="one of tunelab.tasks.registry")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
@@ -101,3 +107,10 @@ class RunConfig(Frozen):
         default_factory=dict,
         description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")
     output_dir: str = "runs"
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASK_REGISTRY:
+            raise ValueError(f"unknown task {value!r}; known: {', '.join(TASK_REGISTRY)}")
+        return value

@@ -6,6 +6,7 @@ both call `run_recipe`.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -17,17 +18,19 @@ import torch
 from tunelab.adapters.budget import check_budget, trainable_breakdown
 from tunelab.adapters.inject import inject_adapters, num_heads_of
 from tunelab.adapters.spec import AdapterConfig
-from tunelab.assets.models import cache_root, load_tokenizer, resolve_model
+from tunelab.assets.models import cache_root
 from tunelab.config import RunConfig
+from tunelab.errors import TunelabError
+from tunelab.models.artifact import save_run_artifact
+from tunelab.models.heads import head_patterns_in
+from tunelab.models.source import ModelSource
 from tunelab.progress import console
 from tunelab.recipes import config_to_dict, with_overrides
-from tunelab.rundir import RunDir, atomic_write_dir, new_run_id
-from tunelab.tasks import TASKS
-from tunelab.train.loop import train
-from tunelab.train.precision import choose_precision, default_device
+from tunelab.rundir import RunDir, new_run_id
+from tunelab.tasks.registry import task_class
+from tunelab.train.loop import check_metric, train
+from tunelab.train.precision import choose_precision, default_device, precision_reason
 from tunelab.train.prefix_cache import FrozenPrefixCache, build_prefix_cache
-
-HEAD_PATTERNS = [r"(^|\.)classifier(\.|$)", r"(^|\.)pre_classifier(\.|$)", r"(^|\.)score(\.|$)"]
 
 
 @dataclass
@@ -56,30 +59,41 @@ def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None 
         return [run_single(config, config.name, root / config.name, resume, on_eval=on_eval)]
     group_dir = Path(resume) if resume else root / config.name / new_run_id()
     outcomes = []
-    for label, overrides in config.variants.items():
+    for done, (label, overrides) in enumerate(config.variants.items()):
         variant = with_overrides(config, overrides, source=f"variants.{label}")
         existing = group_dir / label
         outcomes.append(run_single(variant, label, group_dir, existing if resume else None, run_id=label,
                                    on_eval=on_eval))
+        left = len(config.variants) - done - 1
+        if left:  # the next variants reuse the shared prefix cache: count the last run without it
+            last = outcomes[-1].summary
+            per_variant = last.get("wall_seconds", 0.0) - last.get("prefix_cache_seconds", 0.0)
+            console.print(f"{done + 1}/{len(config.variants)} variants done; the other {left} take about "
+                          f"{format_seconds(per_variant * left)} more")
     return outcomes
 
 
-def head_patterns(model: torch.nn.Module) -> list[str]:
-    """The task-head patterns that exist in this model (classifier, pre_classifier, score)."""
-    names = [name for name, _ in model.named_parameters()]
-    return [p for p in HEAD_PATTERNS if any(re.search(p, name) for name in names)]
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: bool = True,
+def prepare_model(config: RunConfig, task, source: ModelSource, enforce_budget: bool = True,
                   ) -> tuple[torch.nn.Module, dict[str, Any], AdapterConfig]:
-    """Load the model with its head, attach adapters per `adapter:` (plan, budget), or set up full /
+    """Build the task's model, attach adapters per `adapter:` (plan, budget), or set up full /
     head-only training when `adapter.variant` is none. Returns the model, its trainable-parameter
     breakdown and the adapter config as applied (head patterns filled in: what the artifact must record)."""
     torch.manual_seed(config.train.seed)
-    model = task.build_model(model_path)
+    model = task.build_model(source)
     adapter = config.adapter
+    if source.kind == "scratch":  # nothing pretrained to keep frozen: every weight trains
+        if "adapter" in config.model_fields_set and adapter.variant != "none":
+            raise TunelabError("adapter: a from-scratch model (model.arch) trains all its weights; "
+                               "remove the adapter section or set adapter.variant: none")
+        adapter = adapter.model_copy(update={"variant": "none"})
     if not adapter.trainable_extra:
-        adapter = adapter.model_copy(update={"trainable_extra": head_patterns(model)})
+        names = [name for name, _ in model.named_parameters()]
+        adapter = adapter.model_copy(update={"trainable_extra": head_patterns_in(names)})
     if adapter.variant == "none" and config.train.head_only:
         for name, param in model.named_parameters():
             param.requires_grad = any(re.search(p, name) for p in adapter.trainable_extra)
@@ -92,12 +106,24 @@ def prepare_model(config: RunConfig, task, model_path: Path, enforce_budget: boo
 
 
 def load_task(config: RunConfig):
-    """Resolve the model, load its tokenizer, build the task and read + tokenise its data (cached)."""
-    resolved = resolve_model(config.model.name, config.model.revision)
-    tokenizer = load_tokenizer(resolved)
-    task = TASKS[config.task](config)
-    task.prepare_data(tokenizer, resolved.fingerprint, cache_root() / "tokens")
-    return resolved, tokenizer, task
+    """Build the task, check eval.metric, find its model source (resolving and loading a pretrained
+    tokenizer, or none for a from-scratch model) and read + tokenise its data (cached)."""
+    task = task_class(config.task)(config)
+    check_metric(task, config.eval.metric or task.default_metric)
+    source = task.model_source()
+    task.prepare_data(source.tokenizer, source.tokenizer_id, cache_root() / "tokens")
+    if source.tokenizer is None:  # from scratch: the task built its tokenizer from the data
+        source.tokenizer = getattr(task, "tokenizer", None)
+    return source, task
+
+
+def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move to the device, unless a quantised load already placed it (a device map forbids .to())."""
+    from tunelab.models.causal_lm import is_device_mapped
+
+    if not is_device_mapped(model):
+        model.to(device)
+    return model
 
 
 def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None = None,
@@ -107,59 +133,55 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     started = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    resolved, tokenizer, task = load_task(config)
-    model, breakdown, applied = prepare_model(config, task, resolved.path)
+    source, task = load_task(config)
+    model, breakdown, applied = prepare_model(config, task, source)
     device = default_device()
-    model.to(device)
+    place_model(model, device)
     precision = choose_precision(config.train.precision, device)
     run = RunDir(Path(resume)) if resume else RunDir.create(parent, "", run_id)
     run.write_config(config_to_dict(config), seed=config.train.seed)
-    console.print(f"[bold]{label}[/]: {config.adapter.variant} on {config.model.name}, "
-                  f"{breakdown['trainable']:,} trainable / {breakdown['total']:,} params, {precision.name}, "
+    what = (f"{config.adapter.variant} on {config.model.name}" if source.kind == "pretrained"
+            else f"from scratch ({config.model.arch.get('type')})")
+    console.print(f"[bold]{label}[/]: {what}, {breakdown['trainable']:,} trainable / {breakdown['total']:,} params, "
                   f"{task.train_size} train rows -> {run.path}")
-    prefix_cache = build_cache(model, task, config, precision)
+    console.print(f"precision: {precision.name} ({precision_reason(precision, config.train.precision)})")
+    cache_started = time.perf_counter()
+    prefix_cache = build_cache(model, task, source, config, precision)
+    cache_seconds = time.perf_counter() - cache_started
     result = train(model, task, config.train, run, precision, device, resume=resume is not None,
                    metric=config.eval.metric or task.default_metric, prefix_cache=prefix_cache, on_eval=on_eval)
-    save_artifact(model, config, applied, resolved, run.path / "artifact", tokenizer)
+    save_run_artifact(model, task, source, applied, run.path)
+    if applied.variant != "none":
+        from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats
+
+        write_adapter_stats(model, run.path / "adapter_stats.json")
+        plot_scale_heatmap(adapter_stats(model), run.path / "adapter_heatmap.png")
     summary = {
         "label": label, "recipe": config.name, "task": config.task, "model": config.model.name,
-        "variant": config.adapter.variant, "precision": precision.name, "device": str(device),
+        "variant": applied.variant, "precision": precision.name, "device": str(device),
         "trainable_params": breakdown["trainable"], "total_params": breakdown["total"],
         "params": breakdown, "metric": config.eval.metric or task.default_metric, "metrics": result.metrics,
         "steps": result.steps, "best_step": result.best_step,
         "stopped_early": result.stopped_early, "train_samples": result.samples,
         "samples_per_s": round(result.samples_per_s, 2), "tokens_per_s": round(result.tokens_per_s, 1),
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
+        "prefix_cache_seconds": round(cache_seconds, 2),
     }
     run.write_summary(summary)
     return RunOutcome(label, run.path, summary)
 
 
-def build_cache(model: torch.nn.Module, task, config: RunConfig, precision) -> FrozenPrefixCache | None:
-    """Frozen-prefix cache when the bottom layers are frozen and it pays (more than one pass over the data)."""
+def build_cache(model: torch.nn.Module, task, source: ModelSource, config: RunConfig,
+                precision) -> FrozenPrefixCache | None:
+    """Frozen-prefix cache of the train and eval splits when the bottom layers are frozen; shared by the
+    variants of one recipe that sit on the same base, data and precision."""
     inputs = task.prefix_inputs()
     if not config.train.frozen_prefix_cache or inputs is None:
         return None
-    cache = build_prefix_cache(model, *inputs, precision.autocast, int(config.train.prefix_cache_max_gb * 2**30))
+    share_key = json.dumps([source.fingerprint, task.name, config.data.model_dump(mode="json"),
+                            config.model.max_length, precision.name], sort_keys=True)
+    cache = build_prefix_cache(model, *inputs, precision.autocast, int(config.train.prefix_cache_max_gb * 2**30),
+                               share_key, eval_inputs=task.prefix_inputs("eval"))
     if cache is not None:
         console.print(f"frozen-prefix cache: layers 0-{cache.k - 1} computed once ({cache.nbytes / 2**20:.0f} MiB)")
     return cache
-
-
-def save_artifact(model: torch.nn.Module, config: RunConfig, applied: AdapterConfig, resolved, out_dir: Path,
-                  tokenizer) -> None:
-    """Adapters + head as safetensors with the base named; a full fine-tune saves the whole model."""
-    base = {"name": config.model.name, "revision": config.model.revision, "fingerprint": resolved.fingerprint}
-    if config.adapter.variant == "none":
-        def write(tmp: Path) -> None:
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
-
-        atomic_write_dir(out_dir, write)
-        return
-    from tunelab.adapters.artifact import save_adapter
-    from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats
-
-    save_adapter(model, applied, base, out_dir)
-    write_adapter_stats(model, out_dir.parent / "adapter_stats.json")
-    plot_scale_heatmap(adapter_stats(model), out_dir.parent / "adapter_heatmap.png")

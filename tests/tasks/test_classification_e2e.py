@@ -49,16 +49,15 @@ def test_comparison_and_report_written(demo_outcomes):
 
 
 def test_artifact_reloads_with_identical_predictions(demo_outcomes):
-    from tunelab.adapters.artifact import load_adapter
+    from tunelab.models.artifact import load_run_model
     from tunelab.runner import load_task
 
     config, outcomes = demo_outcomes
     outcome = outcomes[1]  # dora: the variant whose reload users report as "has no effect"
     variant = with_overrides(config, config.variants[outcome.label])
-    resolved, _, task = load_task(variant)
+    _, task = load_task(variant)
     torch.manual_seed(123)  # a different head init than training: the artifact must carry the head
-    model = task.build_model(resolved.path)
-    load_adapter(model, outcome.run_dir / "artifact", resolved.fingerprint)
+    model = load_run_model(outcome.run_dir).model
     predictions = task.predict(model)
     saved = pd.read_csv(outcome.run_dir / "predictions.csv")["prediction"].tolist()
     names = task.label_names

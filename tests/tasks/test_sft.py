@@ -113,19 +113,18 @@ def test_sft_learns_answers_and_stops_at_eos(trained_sft):
 
 
 def test_reloaded_sft_adapter_generates_identically(trained_sft):
-    from tunelab.adapters.artifact import load_adapter
     from tunelab.assets.models import resolve_model
+    from tunelab.models.artifact import load_run_model
     from tunelab.models.causal_lm import load_causal_lm
 
     config, outcome, model_dir = trained_sft
-    resolved = resolve_model(str(model_dir))
-    fresh = load_causal_lm(resolved.path, config.model)
+    base = load_causal_lm(resolve_model(str(model_dir)).path, config.model)
     tokenizer = chat_tokenizer()
     settings = GenerationSettings(max_new_tokens=6)
     prompts = [q for q, _ in QA]
-    before = generate(fresh, tokenizer, prompts, settings)
-    load_adapter(fresh, outcome.run_dir / "artifact", resolved.fingerprint)
-    after = generate(fresh, tokenizer, prompts, settings)
+    before = generate(base, tokenizer, prompts, settings)
+    loaded = load_run_model(outcome.run_dir)
+    after = generate(loaded.model, loaded.tokenizer, prompts, settings)
     assert [a.strip() for a in after] == [a for _, a in QA] and before != after
 
 
@@ -177,3 +176,15 @@ def test_encoded_conversations_are_cached(tmp_path, monkeypatch):
     assert second[2] == first[2] == 0
     for a, b in zip(first[0] + first[1], second[0] + second[1], strict=True):
         assert np.array_equal(a, b) and b.dtype == np.int64
+
+
+def test_eval_run_dir_spec_loads_through_the_run_loader(trained_sft):
+    import torch
+
+    from tunelab.eval.model_specs import load_spec, parse_spec, resolve_spec
+
+    _, outcome, _ = trained_sft
+    spec = parse_spec(f"sft={outcome.run_dir}")
+    model, tokenizer = load_spec(spec, resolve_spec(spec), torch.device("cpu"), torch.float32)
+    answers = generate(model, tokenizer, [q for q, _ in QA], GenerationSettings(max_new_tokens=6))
+    assert [a.strip() for a in answers] == [a for _, a in QA]

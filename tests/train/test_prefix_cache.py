@@ -76,3 +76,28 @@ def test_no_cache_when_embeddings_or_bottom_layer_train(data):
     model = tiny_bert()  # everything trainable
     assert build_prefix_cache(model, batches, collate, lengths, lambda: torch.autocast("cpu", enabled=False),
                               2**30) is None
+
+
+def test_cached_eval_split_gives_the_logits_of_the_full_forward(data):
+    collate, lengths, batches = data
+    model = tiny_bert()
+    for name, param in model.named_parameters():
+        param.requires_grad = "layer.3." in name or name.startswith("classifier")
+    off = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    eval_index = np.array([2, 9, 14, 21])  # an "eval split" of four examples, cached on its own
+    eval_lengths = lengths[eval_index]
+
+    def eval_collate(index):
+        return collate(eval_index[index])
+
+    cache = build_prefix_cache(model, batches, collate, lengths, off, 2**30,
+                               eval_inputs=([np.arange(4)], eval_collate, eval_lengths))
+    prefix = cache.eval_prefix(torch.device("cpu"))
+    model.eval()
+    batch = eval_collate(np.array([3, 0, 1]))
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with prefix(np.array([3, 0, 1])):
+            cached = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+    assert cache.nbytes == 4 * 32 * (int(lengths.sum()) + int(eval_lengths.sum()))

@@ -26,7 +26,7 @@ class ToyTask(Task):
         x = rng.normal(size=(n, 4)) + 2.5 * (2 * y[:, None] - 1)
         self.x, self.y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
 
-    def build_model(self, model_path=None):
+    def build_model(self, source=None):
         return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
 
     def prepare_data(self, tokenizer=None, tokenizer_id="", cache_dir=None):
@@ -36,9 +36,9 @@ class ToyTask(Task):
     def train_size(self):
         return len(self.y)
 
-    def train_batches(self, seed):
+    def train_batches(self, rng):
         lengths = np.ones(len(self.y), dtype=np.int64)
-        return bucketed_batches(lengths, self.config.train.batch_size, 4, seed)
+        return bucketed_batches(lengths, self.config.train.batch_size, 4, rng)
 
     def collate(self, index, split="train"):
         index = torch.as_tensor(index)
@@ -48,11 +48,14 @@ class ToyTask(Task):
         return F.cross_entropy(model(batch["x"]), batch["labels"]), {}
 
     @torch.no_grad()
-    def evaluate(self, model, out_dir=None, autocast=None):
+    def evaluate(self, model, out_dir=None, autocast=None, prefix=None):
         model.eval()
         accuracy = float((model(self.x).argmax(-1) == self.y).float().mean())
         loss = float(F.cross_entropy(model(self.x), self.y))
         return {"accuracy": accuracy, "loss": loss}
+
+    def periodic_metrics(self):
+        return ("accuracy", "loss")
 
     def batch_tokens(self, batch):
         return len(batch["labels"])

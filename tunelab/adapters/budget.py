@@ -22,8 +22,7 @@ from tunelab.adapters.inject import (
 )
 from tunelab.adapters.spec import AdapterConfig, LayerRule
 from tunelab.errors import TunelabError
-
-HEAD_NAMES = re.compile(r"(^|\.)(classifier|pre_classifier|score|qa_outputs|lm_head)(\.|$)")
+from tunelab.models.heads import is_head_parameter
 
 
 def trainable_breakdown(model: nn.Module, cfg: AdapterConfig | None = None) -> dict[str, int | float]:
@@ -38,18 +37,23 @@ def trainable_breakdown(model: nn.Module, cfg: AdapterConfig | None = None) -> d
     counts = {"adapters": 0, "head": 0, "other": 0}
     total = 0
     for name, param in model.named_parameters():
-        total += param.numel()
+        total += real_numel(param)
         if not param.requires_grad:
             continue
         if id(param) in adapter_ids:
             counts["adapters"] += param.numel()
-        elif HEAD_NAMES.search(name) or any(p.search(name) for p in extra):
+        elif is_head_parameter(name) or any(p.search(name) for p in extra):
             counts["head"] += param.numel()
         else:
             counts["other"] += param.numel()
     trainable = sum(counts.values())
     return {**counts, "trainable": trainable, "total": total,
             "percent": 100.0 * trainable / max(total, 1), "modules": len(adapters)}
+
+
+def real_numel(param) -> int:
+    """Weights a parameter stands for: a bitsandbytes 4-bit tensor packs two weights per uint8 element."""
+    return param.numel() * 2 if type(param).__name__ == "Params4bit" else param.numel()
 
 
 def check_budget(model: nn.Module, cfg: AdapterConfig) -> dict[str, int | float]:

@@ -55,7 +55,8 @@ def encode_conversations(tokenizer: Any, conversations: list[list[dict[str, str]
     path = None
     if cache_dir is not None:
         texts = [json.dumps(c, sort_keys=True, ensure_ascii=False) for c in conversations]
-        path = Path(cache_dir) / f"sft-{cache_key(tokenizer_id, texts, max_length, 'sft-v1')}.npz"
+        template = json.dumps(getattr(tokenizer, "chat_template", None))  # the mask depends on it directly
+        path = Path(cache_dir) / f"sft-{cache_key(tokenizer_id, texts, max_length, 'sft-v2' + template)}.npz"
         cached = load_ragged(path, "ids", "targets")
         if cached is not None:
             return cached[0], cached[1], len(conversations) - len(cached[0])

@@ -108,8 +108,18 @@ def pick_device_dtype() -> tuple[Any, Any]:
 
 
 def load_spec(spec: ModelSpec, resolved: ResolvedModel, device: Any, dtype: Any) -> tuple[Any, Any]:
-    """(model in eval mode on `device`, tokenizer) with the spec's adapter loaded."""
+    """(model in eval mode on `device`, tokenizer) with the spec's adapter loaded; a run directory is
+    loaded by `load_run_model`, the one loader of run artifacts."""
     from transformers import AutoModelForCausalLM
+
+    if spec.run_dir is not None:
+        from tunelab.models.artifact import load_run_model
+
+        loaded = load_run_model(spec.run_dir)
+        if not getattr(loaded.model, "can_generate", lambda: False)():
+            raise TunelabError(f"model spec {spec.spec!r}: run {spec.run_dir} trained a "
+                               f"{loaded.config.task} model, not a causal LM that generates text")
+        return loaded.model.to(device=device, dtype=dtype).eval(), loaded.tokenizer
 
     try:
         model, info = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype, output_loading_info=True)

@@ -17,6 +17,7 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.rundir import read_jsonl
+from tunelab.tasks.registry import default_metric
 
 SKIP_DIRS = {"artifact", "checkpoints", "tensorboard", "mlruns"}
 
@@ -43,7 +44,7 @@ class RunRecord:
     def best_metric(self) -> str | None:
         """The metric the run selected its best checkpoint by: the recipe's eval.metric or the task's default."""
         named = self.summary.get("metric") or (self.config.get("eval") or {}).get("metric")
-        return named or task_default_metric(self.summary.get("task") or self.config.get("task"))
+        return named or default_metric(self.summary.get("task") or self.config.get("task"))
 
     @cached_property
     def history(self) -> list[dict[str, Any]]:
@@ -54,16 +55,6 @@ class RunRecord:
         """trial.json of a sweep trial ({slot, number, state, value, params}); {} for a plain run."""
         path = self.path / "trial.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def task_default_metric(task: str | None) -> str | None:
-    if not task:
-        return None
-    try:
-        from tunelab.tasks import TASKS
-    except ImportError:  # tables of copied run dirs still work without the training stack
-        return None
-    return getattr(TASKS.get(task), "default_metric", None)
 
 
 def is_number(value: Any) -> bool:

@@ -124,7 +124,7 @@ def heatmap_image(record: RunRecord, stats: list[dict[str, Any]] | None) -> str 
         return embed(png, f"adapter heat map {record.label}")
     if not stats:
         return None
-    from tunelab.adapters.introspect import plot_scale_heatmap
+    from tunelab.report.heatmap import plot_scale_heatmap
 
     with tempfile.TemporaryDirectory() as tmp:
         out = plot_scale_heatmap(stats, Path(tmp) / "heatmap.png")

@@ -1,9 +1,5 @@
-"""Task registry: recipe `task:` names resolve here."""
+"""Tasks: recipe `task:` names resolve through `tunelab.tasks.registry` (torch-free)."""
 
-from tunelab.tasks.base import Task
-from tunelab.tasks.classification import ClassificationTask
-from tunelab.tasks.sft import SFTTask
+from tunelab.tasks.registry import TASK_REGISTRY, default_metric, task_class
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "sft": SFTTask}
-
-__all__ = ["TASKS", "Task"]
+__all__ = ["TASK_REGISTRY", "default_metric", "task_class"]

@@ -24,7 +24,7 @@ from tunelab.eval.classification_metrics import classification_metrics, confusio
 from tunelab.progress import progress_bar
 from tunelab.rundir import atomic_write_text
 from tunelab.tasks.base import Task
-from tunelab.train.batching import TokenizedSet, bucketed_batches, pad_batch
+from tunelab.train.batching import TokenizedSet, bucketed_batches, pad_batch, sorted_batches
 from tunelab.train.tokenize_cache import tokenize_texts
 
 
@@ -86,9 +86,9 @@ class ClassificationTask(Task):
     def train_size(self) -> int:
         return len(self.train_set) if self.train_set is not None else 0
 
-    def train_batches(self, seed: int) -> list[np.ndarray]:
+    def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.config.train
-        return bucketed_batches(self.train_set.lengths, cfg.batch_size, cfg.bucket_pool, seed)
+        return bucketed_batches(self.train_set.lengths, cfg.batch_size, cfg.bucket_pool, rng)
 
     def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
         data = self.train_set if split == "train" else self.eval_set
@@ -96,17 +96,25 @@ class ClassificationTask(Task):
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "labels": torch.from_numpy(data.targets[index])}
 
-    def prefix_inputs(self):
-        lengths = self.train_set.lengths
-        batches = bucketed_batches(lengths, self.config.eval.batch_size, 1, 0, shuffle=False)
-        return batches, self.collate, lengths
+    def prefix_inputs(self, split: str = "train"):
+        data = self.train_set if split == "train" else self.eval_set
+        lengths = data.lengths
+        return sorted_batches(lengths, self.config.eval.batch_size), lambda index: self.collate(index, split), lengths
 
     # ----- model and loss -----
-    def build_model(self, model_path: Path) -> nn.Module:
+    def build_model(self, source) -> nn.Module:
+        if source.kind != "pretrained":
+            raise TunelabError("task classification fine-tunes a pretrained encoder: set model.name, not model.arch")
         names = self.label_names
         return AutoModelForSequenceClassification.from_pretrained(
-            str(model_path), num_labels=len(names), id2label=dict(enumerate(names)),
+            str(source.path), num_labels=len(names), id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)})
+
+    def artifact_state(self) -> dict[str, Any]:
+        return {"label_names": self.label_names}
+
+    def load_artifact_state(self, state: dict[str, Any]) -> None:
+        self.label_names = list(state.get("label_names", []))
 
     def loss_fn(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, K)
@@ -115,23 +123,27 @@ class ClassificationTask(Task):
 
     # ----- evaluation -----
     @torch.no_grad()
-    def predict(self, model: nn.Module, autocast=None) -> np.ndarray:
+    def predict(self, model: nn.Module, autocast=None, prefix=None) -> np.ndarray:
         model.eval()
         device = next(model.parameters()).device
-        batches = bucketed_batches(self.eval_set.lengths, self.config.eval.batch_size, 1, 0, shuffle=False)
+        batches = sorted_batches(self.eval_set.lengths, self.config.eval.batch_size)
         predictions = np.zeros(len(self.eval_set), dtype=np.int64)
         with progress_bar("evaluating", total=len(self.eval_set)) as bar:
             for index in batches:
                 batch = self.collate(index, split="eval")
-                with autocast() if autocast else contextlib.nullcontext():
+                cached = prefix(index) if prefix else contextlib.nullcontext()
+                with cached, autocast() if autocast else contextlib.nullcontext():
                     logits = model(input_ids=batch["input_ids"].to(device),
                                    attention_mask=batch["attention_mask"].to(device)).logits
                 predictions[index] = logits.argmax(dim=-1).cpu().numpy()
                 bar.advance(len(index))
         return predictions
 
-    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None) -> dict[str, Any]:
-        predictions = self.predict(model, autocast)
+    def periodic_metrics(self) -> tuple[str, ...]:
+        return ("accuracy", "macro_f1", "weighted_f1", "mcc")
+
+    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None, prefix=None) -> dict[str, Any]:
+        predictions = self.predict(model, autocast, prefix)
         metrics = classification_metrics(self.eval_set.targets, predictions, self.num_labels)
         if out_dir is not None:
             self.write_eval_files(out_dir, predictions, metrics)

@@ -24,7 +24,7 @@ from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
 from tunelab.progress import console, progress_bar
 from tunelab.tasks.base import Task
-from tunelab.train.batching import bucketed_batches
+from tunelab.train.batching import bucketed_batches, sorted_batches
 from tunelab.train.lm_loss import IGNORE, mean_nll, summed_nll
 from tunelab.train.packing import collate_packed, collate_padded, pack_examples
 
@@ -87,12 +87,12 @@ class SFTTask(Task):
     def train_size(self) -> int:
         return len(self.train_ids)
 
-    def train_batches(self, seed: int) -> list[np.ndarray]:
+    def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.config.train
         if self.rows is not None:  # batches of packed rows, in a seeded random order
-            order = np.random.default_rng(seed).permutation(len(self.rows))
+            order = rng.permutation(len(self.rows))
             return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        return bucketed_batches(self.lengths(self.train_ids), cfg.batch_size, cfg.bucket_pool, seed)
+        return bucketed_batches(self.lengths(self.train_ids), cfg.batch_size, cfg.bucket_pool, rng)
 
     def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
         if split == "train" and self.rows is not None:
@@ -110,20 +110,31 @@ class SFTTask(Task):
         return int((batch["input_ids"] != self.pad_id).sum())
 
     # ----- model and loss -----
-    def build_model(self, model_path: Path) -> nn.Module:
+    def build_model(self, source) -> nn.Module:
         from tunelab.models.causal_lm import load_causal_lm
 
-        return load_causal_lm(model_path, self.config.model, self.config.train.gradient_checkpointing)
+        if source.kind != "pretrained":
+            raise TunelabError("task sft fine-tunes a pretrained causal LM: set model.name, not model.arch")
+        return load_causal_lm(source.path, self.config.model, self.config.train.gradient_checkpointing)
 
     def loss_fn(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean NLL over the batch's target (assistant) tokens; the loop weights it by `loss_weight`."""
         return mean_nll(model, batch, self.config.train.loss_chunk), {}
+
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
+        """Target tokens: a step's loss is the mean over all its answer tokens, not a mean of row means."""
+        return float((batch["targets"] != IGNORE).sum())
+
+    def periodic_metrics(self) -> tuple[str, ...]:
+        return ("eval_loss", "perplexity", "token_accuracy")
 
     # ----- evaluation -----
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None, prefix=None) -> dict[str, Any]:
+        """`prefix` is never given: SFT has no frozen-prefix inputs (the LM input carries position ids)."""
         model.eval()
         device = next(model.parameters()).device
-        batches = bucketed_batches(self.lengths(self.eval_ids), self.config.eval.batch_size, 1, 0, shuffle=False)
+        batches = sorted_batches(self.lengths(self.eval_ids), self.config.eval.batch_size)
         total, count, correct = 0.0, 0, 0
         with progress_bar("evaluating", total=len(self.eval_ids)) as bar:
             for index in batches:

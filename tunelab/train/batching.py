@@ -33,25 +33,35 @@ class TokenizedSet:
         return TokenizedSet([self.ids[i] for i in index], self.targets[index])
 
 
-def bucketed_batches(lengths: np.ndarray, batch_size: int, pool: int, seed: int, shuffle: bool = True,
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator that orders epoch `epoch` of a run with `seed`.
+
+    SeedSequence([seed, epoch]) gives independent streams for every (seed, epoch) pair; the obvious
+    `seed + epoch` would make seed 0's second epoch identical to seed 1's first, correlating the runs a
+    multi-seed comparison treats as independent."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, pool: int, rng: np.random.Generator,
                      drop_last: bool = False) -> list[np.ndarray]:
-    """Batches of example indices; deterministic for a given seed (so resume can replay an epoch)."""
+    """Shuffled batches of example indices, length-sorted within pools of `pool` batches; a pure
+    function of the generator's state (so resume can replay an epoch)."""
     n = len(lengths)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n) if shuffle else np.argsort(lengths, kind="stable")
+    order = rng.permutation(n)
     batches: list[np.ndarray] = []
-    pool_size = batch_size * pool if shuffle else n
+    pool_size = batch_size * pool
     for start in range(0, n, pool_size):
         chunk = order[start:start + pool_size]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        for b in range(0, len(chunk), batch_size):
-            batch = chunk[b:b + batch_size]
-            if drop_last and len(batch) < batch_size:
-                continue
-            batches.append(batch)
-    if shuffle:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
+        batches.extend(chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)
+                       if not drop_last or len(chunk) - b >= batch_size)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches in length order (least padding), for evaluation and one-off passes over a set."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
 
 
 def pad_batch(sequences, pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

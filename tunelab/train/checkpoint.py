@@ -1,8 +1,9 @@
 """Training checkpoints that make `--resume` give the same result as an uninterrupted run.
 
-A checkpoint holds what changes during training and nothing else: trainable weights
-(safetensors), optimizer/scheduler/scaler state and RNG states (torch.save, read back with
-weights_only=True), and the loop position (JSON). Folders are written beside the target and
+A checkpoint holds what changes during training and nothing else: trainable weights and buffers
+(BatchNorm running statistics; safetensors), optimizer/scheduler/scaler state and the torch/CUDA RNG
+states (torch.save, read back with weights_only=True), the Python, numpy and task generator states
+(JSON), and the loop position (JSON). Folders are written beside the target and
 swapped in, so a kill mid-write leaves the previous checkpoint intact.
 """
 
@@ -13,42 +14,67 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunelab.errors import TunelabError
-from tunelab.models.params import trainable_state
+from tunelab.models.params import buffer_state, trainable_state
 from tunelab.rundir import atomic_write_dir
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    missing = [name for name in state if name not in params]
+    """Copy saved parameters and buffers into the model in place (names must exist in the model)."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    missing = [name for name in state if name not in tensors]
     if missing:
-        raise TunelabError(f"checkpoint does not fit this model: unknown parameter '{missing[0]}'")
+        raise TunelabError(f"checkpoint does not fit this model: unknown tensor '{missing[0]}'")
     with torch.no_grad():
         for name, value in state.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
+            tensors[name].copy_(value.to(tensors[name].device, tensors[name].dtype))
 
 
-def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler, position: dict[str, Any]) -> None:
+def numpy_state(generators: dict[str, np.random.Generator]) -> dict[str, Any]:
+    """Python's, numpy's legacy global and every task generator's state, as JSON-ready values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy_global": [kind, keys.tolist(), pos, has_gauss, cached],
+            "generators": {name: g.bit_generator.state for name, g in generators.items()}}
+
+
+def restore_numpy_state(state: dict[str, Any], generators: dict[str, np.random.Generator]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy_global"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    for name, generator in generators.items():
+        if name not in state["generators"]:
+            raise TunelabError(f"--resume: the checkpoint holds no state for the task's '{name}' generator")
+        generator.bit_generator.state = state["generators"][name]
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**trainable_state(model), **buffer_state(model)}
+
+
+def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler, position: dict[str, Any],
+                    generators: dict[str, np.random.Generator] | None = None) -> None:
     def write(tmp: Path) -> None:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(model_state(model), str(tmp / "trainable.safetensors"))
         torch.save({
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }, tmp / "state.pt")
+        (tmp / "rng.json").write_text(json.dumps(numpy_state(generators or {})), encoding="utf-8")
         (tmp / "position.json").write_text(json.dumps(position, indent=2), encoding="utf-8")
 
     atomic_write_dir(Path(folder), write)
 
 
-def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler) -> dict[str, Any]:
+def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler,
+                    generators: dict[str, np.random.Generator] | None = None) -> dict[str, Any]:
     folder = Path(folder)
     if not (folder / "position.json").is_file():
         raise TunelabError(f"--resume: no complete checkpoint in {folder}")
@@ -59,9 +85,9 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
-    random.setstate(_as_tuple(state["python_rng"]))
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+    restore_numpy_state(json.loads((folder / "rng.json").read_text(encoding="utf-8")), generators or {})
     return json.loads((folder / "position.json").read_text(encoding="utf-8"))
 
 
@@ -70,7 +96,7 @@ def _as_tuple(value):
 
 
 def save_best(folder: Path, model: nn.Module) -> None:
-    atomic_write_dir(Path(folder), lambda tmp: save_file(trainable_state(model), str(tmp / "trainable.safetensors")))
+    atomic_write_dir(Path(folder), lambda tmp: save_file(model_state(model), str(tmp / "trainable.safetensors")))
 
 
 def load_best(folder: Path, model: nn.Module) -> None:

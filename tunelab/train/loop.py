@@ -1,14 +1,16 @@
 """The training loop every task uses. Read it top to bottom:
 
     for each optimizer step:
-        accumulate grad_accum micro-batches (autocast, loss / grad_accum, backward)
+        accumulate grad_accum micro-batches (autocast; each mean loss weighted by its share of the
+            step's loss items, so the step's loss is the exact mean over all of them; backward)
         clip, step, schedule, zero grads
         every log_every steps: append a line to metrics.jsonl
         every eval_every steps: evaluate, keep the best weights, maybe stop early, checkpoint
     final evaluation (of the best weights when evals ran)
 
-Batch order is a pure function of (seed, epoch), and checkpoints hold the RNG states, so a resumed
-run replays exactly the batches and dropout masks an uninterrupted run would have seen.
+Batch order is a pure function of (seed, epoch) (`epoch_rng`), and checkpoints hold the buffers and
+every RNG state (torch, Python, numpy, the task's generators), so a resumed run replays exactly the
+batches, augmentations and dropout masks an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from tunelab.config import TrainConfig
+from tunelab.errors import TunelabError
 from tunelab.eval.direction import lower_is_better
-from tunelab.progress import progress_bar
+from tunelab.progress import console, progress_bar
 from tunelab.rundir import RunDir
 from tunelab.tasks.base import Task
+from tunelab.train.batching import epoch_rng
 from tunelab.train.checkpoint import load_best, load_checkpoint, save_best, save_checkpoint
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.precision import Precision
@@ -56,7 +61,7 @@ class TrainResult:
 
 
 def total_steps_for(task: Task, cfg: TrainConfig) -> int:
-    steps_per_epoch = math.ceil(len(task.train_batches(cfg.seed)) / cfg.grad_accum)
+    steps_per_epoch = math.ceil(len(task.train_batches(epoch_rng(cfg.seed, 0))) / cfg.grad_accum)
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
 
@@ -70,8 +75,10 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
           prefix_cache: FrozenPrefixCache | None = None,
           on_eval: Callable[[int, dict[str, Any]], bool] | None = None) -> TrainResult:
     """`on_eval(step, metrics) -> stop?` lets a sweep prune a trial from its intermediate evals."""
+    check_metric(task, metric)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
     optimizer = build_optimizer(model, cfg)
     total_steps = total_steps_for(task, cfg)
     scheduler = build_scheduler(optimizer, total_steps, cfg)
@@ -79,18 +86,21 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
     trainable = [p for p in model.parameters() if p.requires_grad]
     position = fresh_position()
     if resume and (run.path / "checkpoints" / "last").exists():
-        position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler)
+        position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
+                                   task.generators)
         run.truncate_metrics(position["step"])
     eval_every = cfg.eval_every
+    first_step, first_seconds = position["step"], position["train_seconds"]
     model.train()
     with progress_bar("training", total=total_steps) as bar:
         bar.advance(position["step"])
         while position["step"] < total_steps and not position["stopped_early"]:
-            batches = task.train_batches(cfg.seed + position["epoch"])
+            batches = task.train_batches(epoch_rng(cfg.seed, position["epoch"]))
             while position["batch"] < len(batches) and position["step"] < total_steps:
                 group = batches[position["batch"]: position["batch"] + cfg.grad_accum]
                 started = time.perf_counter()
-                loss, logged = accumulate(model, task, group, precision, scaler, device, prefix_cache)
+                loss, logged = accumulate(model, task, group, position["step"], precision, scaler, device,
+                                          prefix_cache)
                 optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
                 position["train_seconds"] += time.perf_counter() - started
                 position["step"] += 1
@@ -98,22 +108,35 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                 position["samples"] += sum(task.batch_samples(b) for b in group)
                 position["tokens"] += logged.pop("tokens")
                 bar.advance(1, status=f"loss {loss:.4f}")
+                if position["step"] == first_step + ETA_AFTER_STEPS:
+                    announce_eta(position, first_step, first_seconds, total_steps)
                 if position["step"] % cfg.log_every == 0 or position["step"] == total_steps:
                     run.log({"step": position["step"], "epoch": position["epoch"], "loss": loss,
                              "lr": scheduler.get_last_lr()[0], **logged})
                 if eval_every and position["step"] % eval_every == 0:
-                    metrics = periodic_eval(model, task, run, position, cfg, metric, precision)
+                    metrics = periodic_eval(model, task, run, position, cfg, metric, precision, prefix_cache, device)
                     if on_eval is not None and on_eval(position["step"], metrics):
                         position["stopped_early"] = True
                 if checkpoint_due(position["step"], cfg):
                     save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
-                                    position)
+                                    position, task.generators)
                 if position["stopped_early"]:
                     break
             if position["batch"] >= len(batches):
                 position["epoch"] += 1
                 position["batch"] = 0
-    return finish(model, task, run, position, precision)
+    return finish(model, task, run, position, precision, prefix_cache, device)
+
+
+ETA_AFTER_STEPS = 3  # the first step pays one-off costs (allocator, kernels); three give a fair rate
+
+
+def announce_eta(position: dict[str, Any], first_step: int, first_seconds: float, total_steps: int) -> None:
+    """One line with the measured step time and the training time left, printed once, early."""
+    per_step = (position["train_seconds"] - first_seconds) / max(1, position["step"] - first_step)
+    left = per_step * (total_steps - position["step"])
+    console.print(f"{per_step:.2f} s/step over the first steps: about {left / 60:.1f} min of training left "
+                  f"({total_steps - position['step']} steps, evaluations not included)")
 
 
 def checkpoint_due(step: int, cfg: TrainConfig) -> bool:
@@ -121,20 +144,51 @@ def checkpoint_due(step: int, cfg: TrainConfig) -> bool:
     return bool(every) and step % every == 0
 
 
-def accumulate(model: nn.Module, task: Task, group: list, precision: Precision, scaler, device: torch.device,
-               prefix_cache: FrozenPrefixCache | None = None) -> tuple[float, dict[str, float]]:
-    """Forward/backward over the micro-batches of one optimizer step; returns the mean loss."""
-    total_loss, tokens, logged = 0.0, 0, {}
-    for index in group:
-        batch = {k: v.to(device, non_blocking=True) for k, v in task.collate(index).items()}
+def check_metric(task: Task, metric: str) -> None:
+    """eval.metric must be something periodic evaluations produce, or the first eval would fail mid-run."""
+    produced = task.periodic_metrics()
+    if metric not in produced:
+        raise TunelabError(f"eval.metric: {metric!r} is not a metric the {task.name} task reports during "
+                           f"training; choose one of: {', '.join(produced)}")
+
+
+def draw_batch(model: nn.Module, task: Task, index, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The micro-batch on the device; batches built from the current model (rollouts) are made under
+    no_grad in eval mode (no dropout while sampling), then the model goes back to training."""
+    if task.batches_need_model:
+        model.eval()
+        with torch.no_grad():
+            batch = task.make_batch(model, index, step)
+        model.train()
+    else:
+        batch = task.make_batch(model, index, step)
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def accumulate(model: nn.Module, task: Task, group: list, step: int, precision: Precision, scaler,
+               device: torch.device, prefix_cache: FrozenPrefixCache | None = None) -> tuple[float, dict[str, float]]:
+    """Forward/backward over the micro-batches of one optimizer step.
+
+    Each micro-batch j returns the mean loss_j over its w_j items; scaling it by w_j / Σw makes the
+    accumulated gradient that of  Σ_j w_j · loss_j / Σ_j w_j,  the mean over every item of the step,
+    whatever the micro-batch sizes or lengths. Logged scalars are averaged with the same weights.
+    Returns (step loss, weighted mean of the logged scalars plus "tokens")."""
+    batches = [draw_batch(model, task, index, step, device) for index in group]
+    weights = [task.loss_weight(batch) for batch in batches]
+    total_weight = sum(weights) or 1.0
+    step_loss, tokens, logged = 0.0, 0, {}
+    for index, batch, weight in zip(group, batches, weights, strict=True):
         cached = prefix_cache.active(index, device) if prefix_cache else contextlib.nullcontext()
         with cached, precision.autocast():
-            loss, logged = task.loss_fn(model, batch)
-        scaled = loss / len(group)
+            loss, scalars = task.loss_fn(model, batch)
+        share = weight / total_weight
+        scaled = loss * share
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        total_loss += float(loss.detach()) / len(group)
+        step_loss += float(loss.detach()) * share
+        for key, value in scalars.items():
+            logged[key] = logged.get(key, 0.0) + float(value) * share
         tokens += task.batch_tokens(batch)
-    return total_loss, {**logged, "tokens": tokens}
+    return step_loss, {**logged, "tokens": tokens}
 
 
 def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], clip: float | None) -> None:
@@ -152,9 +206,10 @@ def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], 
 
 
 def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], cfg: TrainConfig,
-                  metric: str, precision: Precision) -> dict[str, Any]:
+                  metric: str, precision: Precision, prefix_cache: FrozenPrefixCache | None,
+                  device: torch.device) -> dict[str, Any]:
     """Evaluate, keep the best weights on disk, count evals without improvement for early stopping."""
-    metrics = task.evaluate(model, None, precision.autocast)
+    metrics = task.evaluate(model, None, precision.autocast, eval_prefix(prefix_cache, device))
     model.train()
     value = float(metrics[metric])
     run.log({"step": position["step"], "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
@@ -170,11 +225,16 @@ def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str,
     return metrics
 
 
-def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], precision: Precision) -> TrainResult:
+def eval_prefix(prefix_cache: FrozenPrefixCache | None, device: torch.device):
+    return prefix_cache.eval_prefix(device) if prefix_cache is not None else None
+
+
+def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], precision: Precision,
+           prefix_cache: FrozenPrefixCache | None, device: torch.device) -> TrainResult:
     """Final evaluation, on the best weights if periodic evals found a better step than the last."""
     if position["best_step"] is not None and position["best_step"] != position["step"]:
         load_best(run.path / "checkpoints" / "best", model)
-    metrics = task.evaluate(model, run.path, precision.autocast)
+    metrics = task.evaluate(model, run.path, precision.autocast, eval_prefix(prefix_cache, device))
     model.eval()
     return TrainResult(metrics=metrics, steps=position["step"], samples=position["samples"],
                        tokens=position["tokens"], train_seconds=position["train_seconds"],

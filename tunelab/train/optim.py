@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from tunelab.config import TrainConfig
+from tunelab.models.heads import is_head_parameter
 
 NO_DECAY_LEAVES = ("bias", "m", "m_in", "m_out", "magnitude")
 NORM_MARKERS = ("LayerNorm", "layer_norm", "norm")
-HEAD_MARKERS = ("classifier", "score", "qa_outputs", "lm_head_adapter")
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -30,8 +30,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             key, decay = "no_decay", 0.0
         else:
             key, decay = "decay", cfg.weight_decay
-        is_head = any(name.startswith(marker) or f".{marker}." in name for marker in HEAD_MARKERS)
-        lr = cfg.head_lr if (is_head and cfg.head_lr) else cfg.lr
+        lr = cfg.head_lr if (cfg.head_lr and is_head_parameter(name)) else cfg.lr
         group = groups.setdefault(f"{key}/{lr}", {"params": [], "weight_decay": decay, "lr": lr, "name": key})
         group["params"].append(param)
     return list(groups.values())

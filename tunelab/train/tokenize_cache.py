@@ -1,5 +1,9 @@
 """Tokenise once, reuse forever: token ids cached on disk keyed by tokenizer, texts and max length.
 
+The tokenizer part of the key is `tokenizer_fingerprint`: its vocabulary and merges (the fast
+tokenizer's JSON), special tokens and chat template, so editing any tokenizer file or the template in
+a model folder gives a new key instead of stale ids.
+
 Stored as .npz (flat int32 ids + offsets) and read with allow_pickle=False, so a cache file can
 never execute code.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +21,21 @@ from tunelab.progress import progress_bar
 from tunelab.rundir import atomic_write_with
 
 CHUNK = 512
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """16 hex chars identifying what a tokenizer turns text into (not where it was loaded from)."""
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    template = getattr(tokenizer, "chat_template", None)
+    digest.update(json.dumps([template, getattr(tokenizer, "special_tokens_map", {}),
+                              getattr(tokenizer, "padding_side", None),
+                              getattr(tokenizer, "truncation_side", None)], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def cache_key(tokenizer_id: str, texts: list[str], max_length: int, extra: str = "") -> str:

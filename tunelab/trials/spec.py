@@ -18,6 +18,7 @@ from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
 from tunelab.recipes import config_to_dict, load_recipe, read_yaml
 from tunelab.report.compare import lower_is_better
+from tunelab.tasks.registry import default_metric
 from tunelab.trials.space import Param, full_space, params_from_mapping
 
 SWEEP_FILE_KEYS = {"search", "trials", "metric", "direction", "seed", "prune", "space"}
@@ -103,7 +104,7 @@ def resolve(spec: SweepSpec) -> ResolvedSweep:
         raise TunelabError("--search optuna needs --trials N (or trials: in the .sweep.yaml)")
     if search == "grid" and spec.trials:
         raise TunelabError("--trials applies to --search optuna; a grid runs every combination once")
-    metric = spec.metric or base.eval.metric or task_default_metric(base.task)
+    metric = spec.metric or base.eval.metric or default_metric(base.task)
     direction = spec.direction or ("minimize" if lower_is_better(metric) else "maximize")
     name = spec.name or sweep_hash(base, params, search, spec.seed, metric, direction)
     root = Path(spec.root or base.output_dir)
@@ -111,12 +112,6 @@ def resolve(spec: SweepSpec) -> ResolvedSweep:
     storage = spec.storage or f"sqlite:///{(folder / 'study.db').resolve()}"
     return ResolvedSweep(spec, space_file, base, params, search, metric, direction, folder,
                          f"{base.name}/{name}", storage)
-
-
-def task_default_metric(task: str) -> str:
-    from tunelab.tasks import TASKS
-
-    return TASKS[task].default_metric
 
 
 def sweep_hash(base: RunConfig, params: list[Param], search: str, seed: int, metric: str, direction: str) -> str:
