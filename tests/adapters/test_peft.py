@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import peft
 import pytest
 import torch
 
@@ -9,7 +10,6 @@ from tunelab.adapters import AdapterConfig, LayerRule, adapter_modules, export_p
 
 from .tiny import tiny_bert, train_steps
 
-peft = pytest.importorskip("peft")
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 IDS = torch.randint(0, 100, (3, 6), generator=torch.Generator().manual_seed(2))
 

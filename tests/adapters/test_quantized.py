@@ -25,7 +25,7 @@ def float_linear(seed: int = 0) -> nn.Linear:
 
 def quantized(bits: str, linear: nn.Linear) -> nn.Linear:
     """A bitsandbytes copy of `linear` on the CPU, quantised on `.to()` as from_pretrained does it."""
-    bnb = pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
     if bits == "4bit":
         layer = bnb.nn.Linear4bit(IN, OUT, compute_dtype=torch.float32, quant_type="nf4")
         layer.weight = bnb.nn.Params4bit(linear.weight.data.clone(), requires_grad=False, quant_type="nf4",

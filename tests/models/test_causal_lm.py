@@ -22,7 +22,6 @@ def toy_batch() -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_quantised_load_wraps_every_projection_and_keeps_the_rest_float32(tmp_path, one_thread, bits):
-    pytest.importorskip("bitsandbytes")
     folder = save_chat_model(tmp_path / "m")
     model = load_causal_lm(folder, ModelConfig(name=str(folder), quantize=bits))
     maps = Path("/proc/self/maps")
@@ -39,7 +38,6 @@ def test_quantised_load_wraps_every_projection_and_keeps_the_rest_float32(tmp_pa
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 @pytest.mark.parametrize("variant", ["lora", "dora"])
 def test_qlora_trains_only_the_adapters_with_a_falling_loss(tmp_path, one_thread, bits, variant):
-    pytest.importorskip("bitsandbytes")
     torch.manual_seed(0)
     folder = save_chat_model(tmp_path / "m")
     model = load_causal_lm(folder, ModelConfig(name=str(folder), quantize=bits), gradient_checkpointing=True)
@@ -64,7 +62,6 @@ def test_qlora_trains_only_the_adapters_with_a_falling_loss(tmp_path, one_thread
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_4bit_on_cuda_computes_in_bf16_and_trains(tmp_path):
-    pytest.importorskip("bitsandbytes")
     folder = save_chat_model(tmp_path / "m")
     model = load_causal_lm(folder, ModelConfig(name=str(folder), quantize="4bit"))
     inject_adapters(model, AdapterConfig(variant="dora", rank=4, targets=["proj"]))

@@ -13,6 +13,7 @@ module's own forward, which dequantises block by block and saves only the packed
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -110,7 +111,7 @@ def dense_weight(base: nn.Linear) -> torch.Tensor:
     return weight
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(nn.Module, ABC):
     """Base of every variant: y = W x + b + (variant-specific use of) s · B A dropout(x), s = alpha / r.
 
     The wrapped `base` keeps its parameters (frozen by `inject_adapters`); `weight`/`bias` are forwarded
@@ -170,8 +171,9 @@ class LowRankLinear(nn.Module):
         """The variant's `adapted(x)`, or exactly `base(x)` while switched off (the one place that checks)."""
         return self.adapted(x) if self.enabled else self.base(x)
 
+    @abstractmethod
     def adapted(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement adapted(x)")
+        """The variant's forward with the adapter on."""
 
     def base_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """W x without the bias, (..., out). A quantised base runs its own forward (it dequantises per

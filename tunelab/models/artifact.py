@@ -24,7 +24,7 @@ from torch import nn
 from tunelab.adapters.spec import AdapterConfig
 from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
-from tunelab.models.source import ModelSource, PretrainedSource, ScratchSource, model_source_for
+from tunelab.models.source import ModelSource, ScratchSource, model_source_for
 from tunelab.rundir import atomic_write_dir, atomic_write_json
 
 SCRATCH_CONFIG = "tunelab_model.json"
@@ -110,4 +110,4 @@ def _load_scratch(task: Any, artifact: Path) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-__all__ = ["LoadedRun", "PretrainedSource", "load_run_model", "save_run_artifact"]
+__all__ = ["LoadedRun", "load_run_model", "save_run_artifact"]
