@@ -94,6 +94,19 @@ class EvalConfig(Frozen):
     max_new_tokens: int = Field(default=64, ge=1)
 
 
+class PreferenceConfig(Frozen):
+    """Preference optimisation (task: dpo). With log-ratios ρ = log πθ(y|x) − log π_ref(y|x) and the
+    margin m = ρ_chosen − ρ_rejected: sigmoid −(1−ε)·logσ(βm) − ε·logσ(−βm), ipo (m − 1/(2β))²,
+    hinge relu(1 − βm); simpo −logσ(β·(mean logp_chosen − mean logp_rejected) − γ), no reference."""
+
+    beta: float = Field(default=0.1, gt=0, description="β: strength of the KL pull towards the reference")
+    loss: Literal["sigmoid", "ipo", "hinge", "simpo"] = Field(
+        default="sigmoid", description="sigmoid (DPO), ipo, hinge (SLiC) or simpo (reference-free)")
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=0.5, description="ε: assumed rate of flipped preference labels (sigmoid loss only)")
+    simpo_gamma: float = Field(default=0.5, ge=0, description="γ: SimPO's target reward margin")
+
+
 class RunConfig(Frozen):
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -103,6 +116,7 @@ class RunConfig(Frozen):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")

@@ -1,0 +1,194 @@
+"""DPO: the four losses against straightforward formulas, chunked log-probs against full logits, the
+reference under disabled() against the un-injected base, bad-row counting, and a tiny LoRA run that learns
+held-out preferences."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tunelab.adapters.inject import inject_adapters
+from tunelab.adapters.spec import AdapterConfig
+from tunelab.adapters.switch import disabled
+from tunelab.data.pairs import BadRows, collate_pairs, encode_pairs, frame_pairs, split_hh
+from tunelab.errors import TunelabError
+from tunelab.recipes import load_recipe, validate
+from tunelab.runner import load_task, prepare_model, run_recipe
+from tunelab.train.lm_loss import IGNORE
+from tunelab.train.preference_loss import PairLogps, preference_loss, sequence_logps
+
+from .tiny_chat import chat_llama, chat_tokenizer, save_chat_model
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))
+
+
+def straightforward(loss: str, c: float, r: float, rc: float, rr: float, nc: int, nr: int,
+                    beta: float, eps: float, gamma: float) -> float:
+    """The per-pair loss written out from the papers, in Python floats."""
+    m = (c - rc) - (r - rr)
+    if loss == "sigmoid":
+        return -(1 - eps) * log_sigmoid(beta * m) - eps * log_sigmoid(-beta * m)
+    if loss == "ipo":
+        return (m - 1 / (2 * beta)) ** 2
+    if loss == "hinge":
+        return max(0.0, 1 - beta * m)
+    return -log_sigmoid(beta * (c / nc - r / nr) - gamma)
+
+
+@pytest.mark.parametrize(("loss", "beta", "eps"), [("sigmoid", 0.1, 0.0), ("sigmoid", 0.5, 0.2), ("ipo", 0.3, 0.0),
+                                                   ("hinge", 0.5, 0.0), ("simpo", 2.0, 0.0)])
+def test_losses_equal_the_formulas(loss, beta, eps):
+    g = torch.Generator().manual_seed(0)
+    c, r, rc, rr = (-20 * torch.rand(6, generator=g, dtype=torch.float64) for _ in range(4))
+    nc, nr = torch.randint(1, 9, (6,), generator=g), torch.randint(1, 9, (6,), generator=g)
+    per_pair, rewards = preference_loss(PairLogps(c, r, nc, nr, rc, rr), loss, beta, eps, simpo_gamma=0.7)
+    for i in range(6):
+        expected = straightforward(loss, *(float(t[i]) for t in (c, r, rc, rr)), int(nc[i]), int(nr[i]),
+                                   beta, eps, 0.7)
+        assert abs(float(per_pair[i]) - expected) < 1e-6
+    if loss != "simpo":
+        torch.testing.assert_close(rewards["chosen_reward"], beta * (c - rc))
+        torch.testing.assert_close(rewards["reward_margin"], beta * ((c - rc) - (r - rr)))
+        assert torch.equal(rewards["reward_accuracy"], ((c - rc) > (r - rr)).double())
+
+
+def toy_tokens(tokenizer, rows: list[dict], max_length: int = 40):
+    pairs, bad = frame_pairs(pd.DataFrame(rows))
+    return encode_pairs(tokenizer, pairs, max_length, bad), bad
+
+
+def test_collated_targets_are_the_completion_and_logps_equal_full_logits():
+    tokenizer = chat_tokenizer()
+    tokens, _ = toy_tokens(tokenizer, [{"prompt": "what colour is the sky", "chosen": "blue", "rejected": "red"},
+                                       {"prompt": "say hi", "chosen": "hello hello", "rejected": "one"}])
+    batch = collate_pairs(tokens, np.array([0, 1]), pad_id=0)
+    learned = [tokenizer.convert_ids_to_tokens(row[row != IGNORE].tolist()) for row in batch["targets"]]
+    assert learned == [["blue", "</s>"], ["hello", "hello", "</s>"], ["red", "</s>"], ["one", "</s>"]]
+    model = chat_llama().eval()
+    with torch.no_grad():
+        sums, counts = sequence_logps(model, batch, chunk=3)  # several chunks
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp = torch.log_softmax(logits.float(), -1)
+    keep = batch["targets"] != IGNORE
+    gathered = logp.gather(-1, batch["targets"].clamp(min=0)[..., None])[..., 0] * keep
+    torch.testing.assert_close(sums, gathered.sum(1), atol=1e-5, rtol=1e-5)
+    assert counts.tolist() == [2, 3, 2, 2]
+
+
+def test_reference_under_disabled_equals_the_uninjected_base():
+    tokenizer = chat_tokenizer()
+    tokens, _ = toy_tokens(tokenizer, [{"prompt": "what colour is the sky", "chosen": "blue", "rejected": "red"},
+                                       {"prompt": "what colour is the sun", "chosen": "yellow", "rejected": "green"}])
+    batch = collate_pairs(tokens, np.array([0, 1]), pad_id=0)
+    base, policy = chat_llama().eval(), chat_llama().eval()
+    inject_adapters(policy, AdapterConfig(variant="lora", rank=4, targets=ALL_LINEAR), enforce_budget=False)
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora" in name or ".A" in name or ".B" in name:
+                param.add_(0.5 * torch.randn_like(param))
+        expected, _ = sequence_logps(base, batch, chunk=4)
+        adapted, _ = sequence_logps(policy, batch, chunk=4)
+        with disabled(policy):
+            reference, _ = sequence_logps(policy, batch, chunk=4)
+    assert (adapted - expected).abs().max() > 1e-3  # the adapters do change the log-probs
+    torch.testing.assert_close(reference, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_bad_rows_are_counted_with_row_numbers():
+    tokenizer = chat_tokenizer()
+    long_prompt = " ".join(["tell me now"] * 20)
+    rows = [{"prompt": "say hi", "chosen": "hello", "rejected": "one"},
+            {"prompt": "say hi", "chosen": "hello", "rejected": "hello"},
+            {"prompt": "say hi", "chosen": " ", "rejected": "one"},
+            {"prompt": long_prompt, "chosen": "hello", "rejected": "one"},
+            {"prompt": "say hi", "chosen": "two", "rejected": "two"}]
+    tokens, bad = toy_tokens(tokenizer, rows, max_length=24)
+    assert tokens.rows.tolist() == [0]
+    assert bad.counts == {"chosen_equals_rejected": 2, "empty_completion": 1, "prompt_too_long": 1}
+    assert bad.first["chosen_equals_rejected"] == [1, 4] and bad.first["prompt_too_long"] == [3]
+    hh = pd.DataFrame([{"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant: yes",
+                        "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant: no"},
+                       {"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: ho\n\nAssistant: b"}])
+    pairs, hh_bad = frame_pairs(hh)
+    assert [p.row for p in pairs] == [0] and hh_bad.counts == {"prompts_differ": 1}
+    assert pairs[0].prompt[-1] == {"role": "user", "content": "more"} and pairs[0].chosen[0]["content"] == "yes"
+    assert split_hh("\n\nHuman: hi", "\n\nHuman: hi") == "no_assistant_turn"
+    assert isinstance(BadRows().describe(), str)
+
+
+def test_full_fine_tuning_is_refused_except_simpo(tmp_path):
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"prompt": "say hi", "chosen": "hello", "rejected": "one"}) + "\n")
+    raw = {"task": "dpo", "data": {"train": str(data)}, "adapter": {"variant": "none"}}
+    with pytest.raises(TunelabError, match="reference"):
+        load_task(validate(raw))
+    from tunelab.tasks.dpo import DPOTask
+
+    DPOTask(validate({**raw, "preference": {"loss": "simpo"}}))  # no reference needed
+
+
+QUESTIONS = {"sky": "blue", "grass": "green", "sun": "yellow", "sea": "blue"}
+COLOURS = ["red", "blue", "green", "yellow"]
+
+
+def write_preferences(folder, repeats: int = 3):
+    """Correct colour > each wrong one. Train prompts "what colour is the X", eval prompts reworded
+    ("please tell me what colour is the X now": prompts never trained on). Plus three bad training rows."""
+    train, evaluation = [], []
+    for thing, right in QUESTIONS.items():
+        wrong = [c for c in COLOURS if c != right]
+        train += [{"prompt": f"what colour is the {thing}", "chosen": right, "rejected": w} for w in wrong] * repeats
+        evaluation += [{"prompt": f"please tell me what colour is the {thing} now", "chosen": right, "rejected": w}
+                       for w in wrong]
+    train += [{"prompt": "say hi", "chosen": "hello", "rejected": "hello"},
+              {"prompt": "say hi", "chosen": "", "rejected": "one"},
+              {"prompt": " ".join(["tell me now"] * 20), "chosen": "hello", "rejected": "one"}]
+    paths = folder / "train.jsonl", folder / "eval.jsonl"
+    for path, rows in zip(paths, (train, evaluation), strict=True):
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return paths
+
+
+def test_dpo_run_learns_held_out_preferences(tmp_path):
+    model_dir = save_chat_model(tmp_path / "model")
+    train, evaluation = write_preferences(tmp_path)
+    config = validate({
+        "name": "toy_dpo", "task": "dpo", "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir), "max_length": 24},
+        "data": {"train": str(train), "eval": str(evaluation)},
+        "adapter": {"variant": "lora", "rank": 8, "alpha": 16, "targets": ALL_LINEAR},
+        "train": {"lr": 5e-3, "epochs": 6, "batch_size": 8, "precision": "fp32", "warmup_ratio": 0.0,
+                  "schedule": "constant", "log_every": 2},
+        "preference": {"beta": 0.1},  # 0.92 held-out accuracy on this seed (6 of 12 pairs wrong would fail)
+    })
+    source, task = load_task(config)
+    untrained, _, _ = prepare_model(config, task, source)
+    before = task.evaluate(untrained)
+    outcome = run_recipe(config)[0]
+    summary = json.loads((outcome.run_dir / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert metrics["reward_accuracy"] > max(0.5, before["reward_accuracy"])
+    assert metrics["reward_margin"] > 0 and metrics["eval_loss"] < before["eval_loss"]
+    assert {"chosen_reward", "rejected_reward"} <= set(metrics)
+    assert metrics["bad_train_rows"] == 3 and metrics["bad_eval_rows"] == 0
+    bad = json.loads((outcome.run_dir / "bad_rows.json").read_text())["train"]
+    assert {k: v["count"] for k, v in bad.items()} == {"chosen_equals_rejected": 1, "empty_completion": 1,
+                                                       "prompt_too_long": 1}
+    logged = [json.loads(line) for line in (outcome.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("reward_accuracy" in row for row in logged)
+
+
+def test_hh_dpo_recipe_validates_with_beta_variants():
+    config = load_recipe("configs/hh_dpo.yaml")
+    assert config.task == "dpo" and config.model.name == "smollm2-135m"
+    assert {label: o["preference.beta"] for label, o in config.variants.items()} == {
+        "beta_0.1": 0.1, "beta_0.3": 0.3, "beta_0.5": 0.5}

@@ -1,0 +1,222 @@
+"""Direct Preference Optimization (and IPO, hinge, SimPO) of a causal (chat) LM with adapters.
+
+Algorithm (Rafailov et al. 2023). For a prompt x with a preferred reply y_c and a dispreferred y_r:
+    logp(y|x) = Σ over the completion tokens of log π(y_t | x, y_<t)        (prompt tokens excluded)
+    ρ = log πθ(y|x) − log π_ref(y|x),  m = ρ_c − ρ_r
+    sigmoid loss  −(1−ε)·logσ(β m) − ε·logσ(−β m)        (ipo, hinge, simpo: tunelab.train.preference_loss)
+The reference π_ref is the same network with every adapter switched off (`tunelab.adapters.switch.disabled`):
+the frozen base, no second copy of the weights. Its log-probs never change, so they are computed once per
+example, all at the first training batch (or evaluation), in eval mode under no_grad, and cached in memory
+and on disk keyed by (base fingerprint, quantisation, token cache key). Full fine-tuning has no frozen base
+inside the policy and is refused, except for simpo, which needs no reference.
+
+Batches: P pairs become 2P right-padded rows, [prompt, chosen] then [prompt, rejected] (no prefix sharing
+yet: the prompt is run twice). `loss_fn` returns the mean over pairs and `loss_weight` is P, so gradient
+accumulation averages over every pair of the optimizer step.
+
+Evaluation on the held-out pairs: eval_loss (the training loss), reward_accuracy = mean[β ρ_c > β ρ_r]
+(a tie, as at the start of LoRA training where ρ = 0, is not a win), reward_margin = mean β m,
+chosen_reward = mean β ρ_c, rejected_reward = mean β ρ_r (simpo: β times the mean token log-prob), and
+the bad-row counts of both splits (bad_rows.json in the run folder lists reasons and first rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tunelab.adapters.inject import adapter_modules
+from tunelab.adapters.switch import disabled
+from tunelab.data.pairs import BadRows, PairTokens, collate_pairs, encode_pairs, frame_pairs
+from tunelab.data.tables import load_frames
+from tunelab.errors import TunelabError
+from tunelab.progress import console, progress_bar
+from tunelab.rundir import atomic_write_with
+from tunelab.tasks.base import Task
+from tunelab.train.batching import bucketed_batches, sorted_batches
+from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss, sequence_logps
+
+SPLITS = ("train", "eval")
+
+
+def save_array(path: Path, values: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, values)
+
+
+class DPOTask(Task):
+    name = "dpo"
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.adapter.variant == "none" and config.preference.loss != "simpo":
+            raise TunelabError(f"preference.loss={config.preference.loss} needs a reference model: use adapters "
+                               "(adapter.variant), whose frozen base is the reference; a reference copy for "
+                               "full fine-tuning is not supported yet (simpo needs none)")
+        self.tokens: dict[str, PairTokens] = {}
+        self.bad: dict[str, BadRows] = {}
+        self.reference: dict[str, np.ndarray] = {}  # split -> (N, 2) reference logps of chosen, rejected
+        self.cache_dir: Path | None = None
+        self.base_fingerprint: str | None = None
+        self.pad_id = 0
+        self.tokenizer = None
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.config.preference.loss != "simpo"
+
+    # ----- data -----
+    def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
+        cfg = self.config.data
+        frames = load_frames(cfg)
+        fmt = cfg.format
+        if fmt == "auto" and frames.spec is not None and frames.spec.sft_format == "hh":
+            fmt = "hh"
+        if fmt not in ("auto", "hh"):
+            raise TunelabError(f"data.format: task dpo reads prompt/chosen/rejected rows (auto) or HH-RLHF "
+                               f"transcripts (hh), not {fmt!r}")
+        max_length = self.config.model.max_length
+        with progress_bar("tokenising preference pairs", total=2) as bar:
+            for split, frame in zip(SPLITS, (frames.train, frames.eval), strict=True):
+                pairs, bad = frame_pairs(frame, fmt, cfg.system, f"{frames.source} {split}")
+                self.tokens[split] = encode_pairs(tokenizer, pairs, max_length, bad, cache_dir, tokenizer_id)
+                self.bad[split] = bad
+                bar.advance()
+        for split, bad in self.bad.items():
+            if bad.total:
+                console.print(f"[yellow]{split}: {bad.total} bad preference rows not used: {bad.describe()}[/]")
+        if not len(self.tokens["train"]) or not len(self.tokens["eval"]):
+            raise TunelabError(f"data: no usable preference pair (train {len(self.tokens['train'])}, eval "
+                               f"{len(self.tokens['eval'])}) within model.max_length={max_length}")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.tokenizer = tokenizer
+
+    @property
+    def train_size(self) -> int:
+        return len(self.tokens["train"])
+
+    def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        cfg = self.config.train
+        return bucketed_batches(self.tokens["train"].lengths(), cfg.batch_size, cfg.bucket_pool, rng)
+
+    def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
+        """2P rows (see `collate_pairs`) plus the pairs' cached reference log-probs when the loss needs them."""
+        batch = collate_pairs(self.tokens[split], index, self.pad_id)
+        if self.needs_reference:
+            if split not in self.reference:
+                raise RuntimeError("reference log-probs are computed at the first make_batch/evaluate")
+            ref = torch.from_numpy(self.reference[split][index]).float()  # (P, 2)
+            batch["ref_chosen"], batch["ref_rejected"] = ref[:, 0], ref[:, 1]
+        return batch
+
+    def make_batch(self, model: nn.Module, index: np.ndarray, step: int) -> dict[str, torch.Tensor]:
+        self.ensure_reference(model)
+        return self.collate(index)
+
+    def batch_samples(self, index: np.ndarray) -> int:
+        return len(index)  # pairs
+
+    # ----- reference log-probs -----
+    def reference_path(self, split: str) -> Path | None:
+        if self.cache_dir is None or self.base_fingerprint is None:
+            return None
+        key = json.dumps([self.base_fingerprint, self.config.model.quantize, self.tokens[split].key])
+        return self.cache_dir / f"dpo-ref-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+
+    def ensure_reference(self, model: nn.Module) -> None:
+        """Reference log-probs of every train and eval pair, from memory, disk, or one pass of the base."""
+        if not self.needs_reference:
+            return
+        for split in SPLITS:
+            if split in self.reference:
+                continue
+            path = self.reference_path(split)
+            if path is not None and path.is_file():
+                stored = np.load(path, allow_pickle=False)
+                if stored.shape == (len(self.tokens[split]), 2):
+                    self.reference[split] = stored
+                    continue
+            self.reference[split] = self.reference_logps(model, split)
+            if path is not None:
+                atomic_write_with(path, lambda tmp, values=self.reference[split]: save_array(tmp, values))
+
+    def reference_logps(self, model: nn.Module, split: str) -> np.ndarray:
+        """(N, 2) summed completion log-probs of the frozen base: adapters off, eval mode, no_grad, fp32."""
+        if not adapter_modules(model):
+            raise TunelabError("task dpo: the model has no adapters, so there is no frozen base to use as "
+                               "the reference; a reference copy for full fine-tuning is not supported yet")
+        tokens = self.tokens[split]
+        out = np.zeros((len(tokens), 2), dtype=np.float64)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), disabled(model), progress_bar(f"reference log-probs ({split})",
+                                                                total=len(tokens)) as bar:
+                for index in sorted_batches(tokens.lengths(), self.config.eval.batch_size):
+                    batch = {k: v.to(device) for k, v in collate_pairs(tokens, index, self.pad_id).items()}
+                    sums, _ = sequence_logps(model, batch, self.config.train.loss_chunk)
+                    out[index] = sums.double().cpu().numpy().reshape(2, -1).T
+                    bar.advance(len(index))
+        finally:
+            model.train(was_training)
+        return out
+
+    # ----- model and loss -----
+    def build_model(self, source) -> nn.Module:
+        from tunelab.models.causal_lm import load_causal_lm
+
+        if source.kind != "pretrained":
+            raise TunelabError("task dpo fine-tunes a pretrained causal LM: set model.name, not model.arch")
+        self.base_fingerprint = source.fingerprint
+        return load_causal_lm(source.path, self.config.model, self.config.train.gradient_checkpointing)
+
+    def pair_losses(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        pref = self.config.preference
+        logps: PairLogps = pair_logps(model, batch, self.config.train.loss_chunk)
+        return preference_loss(logps, pref.loss, pref.beta, pref.label_smoothing, pref.simpo_gamma)
+
+    def loss_fn(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean loss over the batch's pairs, and the pair means of rewards, margin and accuracy."""
+        per_pair, rewards = self.pair_losses(model, batch)
+        return per_pair.mean(), {name: float(value.mean()) for name, value in rewards.items()}
+
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
+        """Pairs: half the rows."""
+        return float(batch["input_ids"].shape[0] // 2)
+
+    def periodic_metrics(self) -> tuple[str, ...]:
+        return ("eval_loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
+
+    # ----- evaluation -----
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None, prefix=None) -> dict[str, Any]:
+        """Pair means over the eval split; `prefix` is never given (no frozen-prefix inputs)."""
+        self.ensure_reference(model)
+        model.eval()
+        device = next(model.parameters()).device
+        tokens = self.tokens["eval"]
+        sums = dict.fromkeys(("eval_loss", *self.periodic_metrics()[1:]), 0.0)
+        with progress_bar("evaluating", total=len(tokens)) as bar:
+            for index in sorted_batches(tokens.lengths(), self.config.eval.batch_size):
+                batch = {k: v.to(device) for k, v in self.collate(index, split="eval").items()}
+                with autocast() if autocast else torch.autocast(device.type, enabled=False):
+                    per_pair, rewards = self.pair_losses(model, batch)
+                sums["eval_loss"] += float(per_pair.float().sum())
+                for name, value in rewards.items():
+                    sums[name] += float(value.float().sum())
+                bar.advance(len(index))
+        metrics: dict[str, Any] = {name: total / len(tokens) for name, total in sums.items()}
+        metrics.update(eval_pairs=len(tokens), bad_train_rows=self.bad["train"].total,
+                       bad_eval_rows=self.bad["eval"].total)
+        if out_dir is not None:
+            report = {split: bad.as_dict() for split, bad in self.bad.items()}
+            (Path(out_dir) / "bad_rows.json").write_text(json.dumps(report, indent=2) + "\n")
+        return metrics
