@@ -185,6 +185,12 @@ def test_dpo_run_learns_held_out_preferences(tmp_path):
                                                        "prompt_too_long": 1}
     logged = [json.loads(line) for line in (outcome.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("reward_accuracy" in row for row in logged)
+    from tunelab.models.artifact import load_run_model
+
+    reloaded = load_run_model(outcome.run_dir).model  # the one run loader: same preferences as at the end
+    again = task.evaluate(reloaded)
+    assert again["reward_accuracy"] == metrics["reward_accuracy"]
+    assert again["reward_margin"] == pytest.approx(metrics["reward_margin"], abs=1e-5)
 
 
 def test_hh_dpo_recipe_validates_with_beta_variants():
