@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunelab.recipes import validate
-from tunelab.tasks.base import Task
-from tunelab.train.batching import bucketed_batches
+
+from .toy_task import InMemoryTask
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,9 @@ def build_toy_cnn(settings: ToyCNNSettings, vocab_size=None) -> ToyCNN:
     return ToyCNN(settings)
 
 
-class ToyCNNTask(Task):
+class ToyCNNTask(InMemoryTask):
     name = "toy_cnn"
+    pool = 2
 
     def __init__(self, config=None, n=96):
         config = config or validate({"data": {"dataset": "x"}, "train": {"lr": 0.05, "batch_size": 8,
@@ -57,16 +58,6 @@ class ToyCNNTask(Task):
 
         arch = getattr(source, "arch", None) or {"type": "toy_cnn"}
         return build_scratch_model(arch)
-
-    def prepare_data(self, tokenizer=None, tokenizer_id="", cache_dir=None):
-        pass
-
-    @property
-    def train_size(self):
-        return len(self.y)
-
-    def train_batches(self, rng):
-        return bucketed_batches(np.ones(len(self.y), dtype=np.int64), self.config.train.batch_size, 2, rng)
 
     def collate(self, index, split="train"):
         x = torch.from_numpy(self.images[index])

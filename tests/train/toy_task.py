@@ -12,7 +12,24 @@ from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches
 
 
-class ToyTask(Task):
+class InMemoryTask(Task):
+    """Data already in memory as `self.y` (one label per example): nothing to prepare, shuffled batches."""
+
+    pool = 4
+
+    def prepare_data(self, tokenizer=None, tokenizer_id="", cache_dir=None):
+        pass
+
+    @property
+    def train_size(self):
+        return len(self.y)
+
+    def train_batches(self, rng):
+        lengths = np.ones(len(self.y), dtype=np.int64)
+        return bucketed_batches(lengths, self.config.train.batch_size, self.pool, rng)
+
+
+class ToyTask(InMemoryTask):
     name = "toy"
 
     def __init__(self, overrides=None, n=256):
@@ -28,17 +45,6 @@ class ToyTask(Task):
 
     def build_model(self, source=None):
         return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 2))
-
-    def prepare_data(self, tokenizer=None, tokenizer_id="", cache_dir=None):
-        pass
-
-    @property
-    def train_size(self):
-        return len(self.y)
-
-    def train_batches(self, rng):
-        lengths = np.ones(len(self.y), dtype=np.int64)
-        return bucketed_batches(lengths, self.config.train.batch_size, 4, rng)
 
     def collate(self, index, split="train"):
         index = torch.as_tensor(index)
