@@ -17,7 +17,7 @@ import numpy as np
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text
 from tunelab.train.lm_loss import IGNORE
-from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged
+from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged, templated_extra
 
 
 def assistant_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
@@ -55,8 +55,8 @@ def encode_conversations(tokenizer: Any, conversations: list[list[dict[str, str]
     path = None
     if cache_dir is not None:
         texts = [json.dumps(c, sort_keys=True, ensure_ascii=False) for c in conversations]
-        template = json.dumps(getattr(tokenizer, "chat_template", None))  # the mask depends on it directly
-        path = Path(cache_dir) / f"sft-{cache_key(tokenizer_id, texts, max_length, 'sft-v2' + template)}.npz"
+        key = cache_key(tokenizer_id, texts, max_length, templated_extra(tokenizer, "sft-v2"))
+        path = Path(cache_dir) / f"sft-{key}.npz"
         cached = load_ragged(path, "ids", "targets")
         if cached is not None:
             return cached[0], cached[1], len(conversations) - len(cached[0])

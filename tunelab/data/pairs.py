@@ -32,7 +32,7 @@ from tunelab.data.conversations import Message, hh_messages
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text
 from tunelab.train.lm_loss import IGNORE
-from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged
+from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged, templated_extra
 
 HH_ASSISTANT = "\n\nAssistant:"
 FIRST_ROWS = 5  # row numbers kept per bad-row reason
@@ -187,8 +187,7 @@ def encode_pairs(tokenizer: Any, pairs: list[Pair], max_length: int, bad: BadRow
     Cache: one ragged .npz, each row [source row, |p|, |c|, |r|, p..., c..., r...], keyed by the pairs,
     max_length, the tokenizer fingerprint and the chat template."""
     texts = [json.dumps([p.row, p.prompt, p.chosen, p.rejected], sort_keys=True, ensure_ascii=False) for p in pairs]
-    template = json.dumps(getattr(tokenizer, "chat_template", None))
-    key = "dpo-" + cache_key(tokenizer_id, texts, max_length, "dpo-v1" + template)
+    key = "dpo-" + cache_key(tokenizer_id, texts, max_length, templated_extra(tokenizer, "dpo-v1"))
     path = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
     cached = load_ragged(path, "ids") if path is not None else None
     if cached is None:

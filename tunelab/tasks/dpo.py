@@ -37,7 +37,7 @@ from tunelab.data.pairs import BadRows, PairTokens, collate_pairs, encode_pairs,
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
 from tunelab.progress import console, progress_bar
-from tunelab.rundir import atomic_write_with
+from tunelab.rundir import atomic_write_json, atomic_write_with
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, sorted_batches
 from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss, sequence_logps
@@ -218,5 +218,5 @@ class DPOTask(Task):
                        bad_eval_rows=self.bad["eval"].total)
         if out_dir is not None:
             report = {split: bad.as_dict() for split, bad in self.bad.items()}
-            (Path(out_dir) / "bad_rows.json").write_text(json.dumps(report, indent=2) + "\n")
+            atomic_write_json(Path(out_dir) / "bad_rows.json", report)
         return metrics

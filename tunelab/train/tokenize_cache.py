@@ -38,6 +38,12 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def templated_extra(tokenizer: Any, version: str) -> str:
+    """The `extra` part of a cache key for ids rendered through the chat template: the template text itself
+    goes in, so an edited template never reuses ids even if a caller's tokenizer id is stale."""
+    return version + json.dumps(getattr(tokenizer, "chat_template", None))
+
+
 def cache_key(tokenizer_id: str, texts: list[str], max_length: int, extra: str = "") -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([tokenizer_id, max_length, extra]).encode())
