@@ -62,6 +62,11 @@ class TrainConfig(Frozen):
     max_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     grad_accum: int = Field(default=1, ge=1)
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="adamw (betas below) or sgd (momentum below, seed 000's CNN studies)")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW's (β1, β2)")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(default=False, description="SGD: Nesterov momentum")
     weight_decay: float = Field(default=0.01, ge=0)
     scale_weight_decay: float = Field(default=1e-4, ge=0, description="weight decay on adapter scales (seed 000)")
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)

@@ -90,3 +90,21 @@ def test_scheduler_scales_every_group_from_its_own_base_lr():
         scheduler.step()
     lrs = sorted({round(group["lr"], 12) for group in optimizer.param_groups})
     assert lrs == pytest.approx([5e-4, 5e-3])
+
+
+def test_sgd_with_momentum_is_chosen_by_the_recipe_and_its_first_step_is_plain_gradient_descent():
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1))
+    optimizer = build_optimizer(model, cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.ones(2, 4)).sum().backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    for old, grad, new in zip(before, grads, model.parameters(), strict=True):
+        assert torch.allclose(new.detach(), old - 0.1 * grad)
+
+
+def test_adamw_betas_come_from_the_recipe():
+    optimizer = build_optimizer(Toy(), TrainConfig(betas=(0.9, 0.95)))
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)

@@ -1,4 +1,4 @@
-"""AdamW with per-group weight decay and the learning-rate schedules recipes name.
+"""AdamW (or SGD with momentum) with per-group weight decay and the learning-rate schedules recipes name.
 
 Groups: biases/norms and magnitude vectors get no decay; adapter scales get the small decay seed
 000 used (1e-4) so they neither collapse nor explode; the task head may have its own lr.
@@ -42,7 +42,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         from tunelab.errors import TunelabError
 
         raise TunelabError("nothing to train: no parameter has requires_grad (check adapter.targets)")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, foreach=True)
 
 
 def lr_multiplier(step: int, total_steps: int, cfg: TrainConfig) -> float:
