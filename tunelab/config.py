@@ -23,6 +23,9 @@ class ModelConfig(Frozen):
     arch: dict[str, Any] | None = Field(
         default=None, description="from-scratch architecture {type: NAME, ...its settings}: no pretrained "
         "weights, no hub; the tokenizer is built from the training data")
+    init_from: str | None = Field(
+        default=None, description="a finished run folder whose trained weights this run starts from (its "
+        "adapters carried over, same adapter settings); a stage chain sets it for every stage after the first")
 
 
 class DataConfig(Frozen):
@@ -110,6 +113,9 @@ class PreferenceConfig(Frozen):
     label_smoothing: float = Field(
         default=0.0, ge=0, lt=0.5, description="ε: assumed rate of flipped preference labels (sigmoid loss only)")
     simpo_gamma: float = Field(default=0.5, ge=0, description="γ: SimPO's target reward margin")
+    share_prompt: bool = Field(
+        default=True, description="run each pair's prompt once and continue chosen and rejected from its KV "
+                                  "cache (off with gradient checkpointing, which disables the cache)")
 
 
 class RunConfig(Frozen):
@@ -125,6 +131,14 @@ class RunConfig(Frozen):
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")
+    stages: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="a chain [{name: sft, task: sft, ...sections}, {name: dpo, task: dpo, ...}]: each stage is the "
+        "recipe with its sections merged in, starting from the previous stage's weights (see docs/stages.md)")
+    compare_prompts: str | None = Field(
+        default=None, description="after a stage chain: compare the base and every stage on this prompt file "
+        "or packaged set (tunelab eval: per-prompt perplexity, BLEU, refusals)")
+    compare_limit: int | None = Field(default=None, ge=1, description="use only the first N compare_prompts")
     output_dir: str = "runs"
 
     @field_validator("task")

@@ -22,7 +22,12 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     raw = read_yaml(path)
     raw = apply_overrides(raw, overrides)
     raw.setdefault("name", Path(path).stem)
-    return validate(raw, source=str(path))
+    config = validate(raw, source=str(path))
+    if config.stages:
+        from tunelab.stages import check_stages
+
+        check_stages(config, source=str(path))
+    return config
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

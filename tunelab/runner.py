@@ -23,10 +23,11 @@ from tunelab.config import RunConfig
 from tunelab.errors import TunelabError
 from tunelab.models.artifact import save_run_artifact
 from tunelab.models.heads import head_patterns_in
+from tunelab.models.init_from import artifact_kind, carry_adapters, init_artifact, load_scratch_weights
 from tunelab.models.source import ModelSource
 from tunelab.progress import console
 from tunelab.recipes import config_to_dict, with_overrides
-from tunelab.rundir import RunDir, new_run_id
+from tunelab.rundir import RunDir, atomic_write_json, new_run_id
 from tunelab.tasks.registry import task_class
 from tunelab.train.loop import check_metric, train
 from tunelab.train.precision import choose_precision, default_device, precision_reason
@@ -55,6 +56,8 @@ def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None 
     `on_eval(step, metrics) -> stop?` is called after each periodic evaluation (sweeps prune with it)."""
     quiet_transformers()
     root = Path(root or config.output_dir)
+    if config.stages:
+        return run_stages(config, resume, root, on_eval)
     if not config.variants:
         return [run_single(config, config.name, root / config.name, resume, on_eval=on_eval)]
     group_dir = Path(resume) if resume else root / config.name / new_run_id()
@@ -62,8 +65,8 @@ def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None 
     for done, (label, overrides) in enumerate(config.variants.items()):
         variant = with_overrides(config, overrides, source=f"variants.{label}")
         existing = group_dir / label
-        outcomes.append(run_single(variant, label, group_dir, existing if resume else None, run_id=label,
-                                   on_eval=on_eval))
+        outcomes.append(run_single(variant, label, group_dir, existing if resume and existing.is_dir() else None,
+                                   run_id=label, on_eval=on_eval))
         left = len(config.variants) - done - 1
         if left:  # the next variants reuse the shared prefix cache: count the last run without it
             last = outcomes[-1].summary
@@ -71,6 +74,45 @@ def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None 
             console.print(f"{done + 1}/{len(config.variants)} variants done; the other {left} take about "
                           f"{format_seconds(per_variant * left)} more")
     return outcomes
+
+
+def run_stages(config: RunConfig, resume: Path | None, root: Path, on_eval=None) -> list[RunOutcome]:
+    """Run the stage chain in order, each stage from the previous stage's run folder (`tunelab.stages`);
+    then, when `compare_prompts` is set, compare the base and every stage on that prompt set."""
+    from tunelab.stages import CHAIN_FILE, stage_config, stage_names
+
+    group_dir = Path(resume) if resume else root / config.name / new_run_id()
+    group_dir.mkdir(parents=True, exist_ok=True)
+    names = stage_names(config)
+    atomic_write_json(group_dir / CHAIN_FILE, {"recipe": config.name, "base": config.model.name,
+                                               "stages": names})
+    outcomes: list[RunOutcome] = []
+    for index, name in enumerate(names):
+        init_from = str(outcomes[-1].run_dir) if outcomes else None
+        stage = stage_config(config, index, init_from, source=f"recipe {config.name}")
+        existing = group_dir / name
+        console.print(f"[bold]stage {index + 1}/{len(names)}[/]: {name} ({stage.task})"
+                      + (f", from {outcomes[-1].label}" if outcomes else ""))
+        outcomes.append(run_single(stage, name, group_dir, existing if resume and existing.is_dir() else None,
+                                   run_id=name, on_eval=on_eval))
+    if config.compare_prompts:
+        compare_stages(config, outcomes, group_dir)
+    return outcomes
+
+
+def compare_stages(config: RunConfig, outcomes: list[RunOutcome], group_dir: Path) -> None:
+    """`tunelab eval` of the base and every stage on config.compare_prompts, into group_dir/stage_eval."""
+    from tunelab.eval.generation import GenerationSettings
+    from tunelab.eval.suite import evaluate_models
+
+    out_dir = group_dir / "stage_eval"
+    if (out_dir / "eval_summary.json").is_file():
+        return
+    specs = [f"base={config.model.name}"] + [f"{o.label}={o.run_dir}" for o in outcomes]
+    settings = GenerationSettings(max_new_tokens=config.eval.max_new_tokens, batch_size=min(config.eval.batch_size, 16),
+                                  system=config.data.system)
+    evaluate_models(config.compare_prompts, specs, out_dir, settings, limit=config.compare_limit)
+    console.print(f"stage comparison (per-prompt perplexity, BLEU, refusals): {out_dir}")
 
 
 def format_seconds(seconds: float) -> str:
@@ -94,15 +136,32 @@ def prepare_model(config: RunConfig, task, source: ModelSource, enforce_budget: 
     if not adapter.trainable_extra:
         names = [name for name, _ in model.named_parameters()]
         adapter = adapter.model_copy(update={"trainable_extra": head_patterns_in(names)})
+    if adapter.variant == "none" and config.model.init_from:
+        start_full_model(model, config.model.init_from, source)
     if adapter.variant == "none" and config.train.head_only:
         for name, param in model.named_parameters():
             param.requires_grad = any(re.search(p, name) for p in adapter.trainable_extra)
     elif adapter.variant != "none":
-        inject_adapters(model, adapter, num_heads_of(model), enforce_budget=enforce_budget)
+        if config.model.init_from and artifact_kind(init_artifact(config.model.init_from)) == "adapter":
+            carry_adapters(model, config.model.init_from, source.fingerprint, adapter)
+        else:
+            inject_adapters(model, adapter, num_heads_of(model), enforce_budget=enforce_budget)
+
     breakdown = trainable_breakdown(model, adapter)
     if enforce_budget:
         check_budget(model, adapter)
     return model, breakdown, adapter
+
+
+def start_full_model(model: torch.nn.Module, init_from: str, source: ModelSource) -> None:
+    """Every weight trains and starts from `init_from`: a from-scratch model loads its safetensors; a
+    pretrained one was already built from the earlier run's saved folder (`model_source_for`)."""
+    kind = artifact_kind(init_artifact(init_from))
+    if source.kind == "scratch":
+        load_scratch_weights(model, init_from)
+    elif kind == "adapter":
+        raise TunelabError(f"model.init_from: {init_from} trained adapters; continue them with the same adapter "
+                           "settings (full fine-tuning on top of adapters is not supported)")
 
 
 def load_task(config: RunConfig):

@@ -17,10 +17,10 @@ from tunelab.adapters.spec import AdapterConfig
 from tunelab.adapters.switch import disabled
 from tunelab.data.pairs import BadRows, collate_pairs, encode_pairs, frame_pairs, split_hh
 from tunelab.errors import TunelabError
-from tunelab.recipes import load_recipe, validate
+from tunelab.recipes import load_recipe, validate, with_overrides
 from tunelab.runner import load_task, prepare_model, run_recipe
 from tunelab.train.lm_loss import IGNORE
-from tunelab.train.preference_loss import PairLogps, preference_loss, sequence_logps
+from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss, sequence_logps
 
 from .tiny_chat import chat_llama, chat_tokenizer, save_chat_model
 
@@ -125,17 +125,6 @@ def test_bad_rows_are_counted_with_row_numbers():
     assert isinstance(BadRows().describe(), str)
 
 
-def test_full_fine_tuning_is_refused_except_simpo(tmp_path):
-    data = tmp_path / "p.jsonl"
-    data.write_text(json.dumps({"prompt": "say hi", "chosen": "hello", "rejected": "one"}) + "\n")
-    raw = {"task": "dpo", "data": {"train": str(data)}, "adapter": {"variant": "none"}}
-    with pytest.raises(TunelabError, match="reference"):
-        load_task(validate(raw))
-    from tunelab.tasks.dpo import DPOTask
-
-    DPOTask(validate({**raw, "preference": {"loss": "simpo"}}))  # no reference needed
-
-
 QUESTIONS = {"sky": "blue", "grass": "green", "sun": "yellow", "sea": "blue"}
 COLOURS = ["red", "blue", "green", "yellow"]
 
@@ -193,8 +182,41 @@ def test_dpo_run_learns_held_out_preferences(tmp_path):
     assert again["reward_margin"] == pytest.approx(metrics["reward_margin"], abs=1e-5)
 
 
+def test_full_fine_tuning_dpo_takes_the_starting_weights_as_reference(tmp_path):
+    """No adapters, no second copy: the reference log-probs are the model's own before its first update."""
+    model_dir = save_chat_model(tmp_path / "model")
+    train, evaluation = write_preferences(tmp_path, repeats=1)
+    config = validate({
+        "name": "full_dpo", "task": "dpo", "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir), "max_length": 24},
+        "data": {"train": str(train), "eval": str(evaluation)}, "adapter": {"variant": "none"},
+        "train": {"lr": 1e-3, "max_steps": 3, "batch_size": 8, "precision": "fp32", "warmup_ratio": 0.0},
+    })
+    source, task = load_task(config)
+    model, breakdown, _ = prepare_model(config, task, source)
+    assert breakdown["trainable"] == breakdown["total"]
+    task.ensure_reference(model)
+    batch = task.collate(np.arange(4), split="eval")
+    with torch.no_grad():
+        logps = pair_logps(model.eval(), batch, 64)
+    assert torch.allclose(logps.chosen, batch["ref_chosen"], atol=1e-4)  # ρ = 0 at the start
+    summary = run_recipe(config)[0].summary
+    assert summary["metrics"]["reward_margin"] != 0.0  # the policy moved away from its reference
+
+
 def test_hh_dpo_recipe_validates_with_beta_variants():
     config = load_recipe("configs/hh_dpo.yaml")
     assert config.task == "dpo" and config.model.name == "smollm2-135m"
     assert {label: o["preference.beta"] for label, o in config.variants.items()} == {
         "beta_0.1": 0.1, "beta_0.3": 0.3, "beta_0.5": 0.5}
+
+
+def test_seed001_trials_recipe_carries_table_2_1():
+    config = load_recipe("configs/seed001_dpo_trials.yaml")
+    trials = {label: with_overrides(config, o) for label, o in config.variants.items()}
+    assert list(trials) == [f"trial{i}" for i in range(1, 6)]
+    five = trials["trial5"]
+    assert (five.adapter.rank, five.adapter.alpha, five.adapter.targets, five.adapter.dropout) == (
+        12, 128.0, ["q_proj", "k_proj"], 0.2)
+    assert (five.preference.beta, five.train.lr, five.train.batch_size, five.train.epochs, five.train.grad_accum) == (
+        0.2, 5e-6, 6, 2.0, 2)

@@ -21,7 +21,7 @@ VENDORED = Path(__file__).resolve().parent.parent / "data" / "vendored"
 class DatasetSpec:
     name: str
     task: str  # the task that trains on it (a tunelab.tasks.registry name)
-    train: str  # "vendored:<file>" or "shared:<relative path>"
+    train: str  # "vendored:<file>" or "shared:<relative path>"; several joined by "+" are concatenated
     eval: str | None = None
     text_fields: tuple[str, ...] = ("text",)
     label: str = "label"
@@ -69,6 +69,10 @@ DATASETS: dict[str, DatasetSpec] = {
                     sft_format="pairs", description="English-Spanish pairs, 50,000 (Tatoeba)"),
         DatasetSpec("hh_helpful_small", "sft", "vendored:hh_helpful_base.jsonl.gz", None, eval_size=50,
                     columns=HH, sft_format="hh", description="HH-RLHF helpful-base: dialogue -> chosen, 400"),
+        DatasetSpec("hh_rlhf", "sft", "+".join(f"shared:hh_rlhf/{part}_test.jsonl.gz" for part in (
+                        "harmless_base", "helpful_online", "helpful_rejection_sampled")),
+                    "shared:hh_rlhf/helpful_base_test.jsonl.gz", columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
+                    description="HH-RLHF: three test splits for training, helpful-base for eval"),
         DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
                     columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF helpful-base test pairs (2,354)"),
@@ -86,6 +90,11 @@ def shared_data_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def locate_all(refs: str, dataset: str) -> list[Path]:
+    """Every file of a (possibly "+"-joined) reference."""
+    return [locate(ref, dataset) for ref in refs.split("+")]
 
 
 def locate(ref: str, dataset: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tunelab.assets.datasets import DATASETS, DatasetSpec, locate, resolve_dataset
+from tunelab.assets.datasets import DATASETS, DatasetSpec, locate, locate_all, resolve_dataset
 from tunelab.config import DataConfig
 from tunelab.data.loaders import HUB_ID, LabelNames, eval_split, open_source, read_table, require_columns, train_split
 from tunelab.errors import TunelabError
@@ -53,7 +53,8 @@ def load_frames(cfg: DataConfig, stratify_on: str | None = None) -> Frames:
     """Read the configured data, hold out eval rows when there is no eval file or eval split."""
     spec = registered_spec(cfg.dataset)
     if spec is not None:
-        train = read_table(locate(spec.train, cfg.dataset), "data.dataset")
+        train = pd.concat([read_table(path, "data.dataset") for path in locate_all(spec.train, cfg.dataset)],
+                          ignore_index=True)
         evaluation = read_table(locate(spec.eval, cfg.dataset), "data.dataset") if spec.eval else None
         label_names, eval_size, source = {}, spec.eval_size, cfg.dataset
     else:

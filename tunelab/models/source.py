@@ -54,7 +54,8 @@ ModelSource = PretrainedSource | ScratchSource
 
 
 def model_source_for(cfg: ModelConfig) -> ModelSource:
-    """Resolve model.name (loading its tokenizer), or take model.arch as it is."""
+    """Resolve model.name (loading its tokenizer), or take model.arch as it is; a model.init_from that
+    holds a full fine-tune replaces model.name by its saved folder."""
     if cfg.arch is not None:
         from tunelab.models.scratch import parse_arch
 
@@ -63,6 +64,12 @@ def model_source_for(cfg: ModelConfig) -> ModelSource:
     from tunelab.assets.models import load_tokenizer, resolve_model
     from tunelab.train.tokenize_cache import tokenizer_fingerprint
 
+    if cfg.init_from is not None:
+        from tunelab.models.init_from import artifact_kind, init_artifact
+
+        artifact = init_artifact(cfg.init_from)
+        if artifact_kind(artifact) == "full":  # a full fine-tune is continued from its saved folder
+            cfg = cfg.model_copy(update={"name": str(artifact), "revision": None})
     resolved = resolve_model(cfg.name, cfg.revision)
     tokenizer = load_tokenizer(resolved)
     return PretrainedSource(cfg.name, cfg.revision, resolved.path, resolved.fingerprint, tokenizer,

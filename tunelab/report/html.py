@@ -36,6 +36,7 @@ from tunelab.report.sections import (
     curves_section,
     generations_section,
     ranked_records,
+    stage_eval_section,
     sweep_section,
 )
 from tunelab.rundir import atomic_write_text
@@ -141,6 +142,7 @@ def render_report(records: list[RunRecord], title: str = "tunelab report", metri
         ("confusion", "Confusion matrices", confusion_section(ordered)),
         ("adapters", "Adapters: scales and B/A norms", adapter_section(ordered)),
         ("generations", "Generations side by side", generations_section(ordered)),
+        ("stages", "Base and stages side by side", stage_eval_section(records)),
     ]
     body = "".join(f"<section id='section-{key}'><h2>{esc(heading)}</h2>{content}</section>"
                    for key, heading, content in sections if content)

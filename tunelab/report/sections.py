@@ -195,3 +195,29 @@ def generations_section(records: list[RunRecord]) -> str:
         body.append("<tr>" + "".join(f"<td class='text'>{esc(c)}</td>" for c in cells) + "</tr>")
     more = f"<p class='muted'>{MAX_PROMPTS} of {len(prompts)} prompts shown.</p>" if len(prompts) > MAX_PROMPTS else ""
     return f"<div class='scroll'><table id='generations'><tr>{head}</tr>{''.join(body)}</table></div>{more}"
+
+
+def stage_eval_section(records: list[RunRecord]) -> str:
+    """The base-vs-stages table of a stage chain (`stage_eval/` beside the stage folders, written by
+    `tunelab eval`): the summary, then per-prompt perplexity of the reference answer for every model."""
+    import csv
+
+    from tunelab.eval.eval_report import SUMMARY_COLUMNS, html_table
+
+    parts = []
+    for folder in sorted({r.path.parent / "stage_eval" for r in records}):
+        summary_path, per_prompt = folder / "eval_summary.json", folder / "per_prompt.csv"
+        if not summary_path.is_file() or not per_prompt.is_file():
+            continue
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        labels = [m["label"] for m in summary["models"]]
+        rows = [{"label": m["label"], **m["metrics"]} for m in summary["models"]]
+        with per_prompt.open(encoding="utf-8", newline="") as handle:
+            prompt_rows = [{k: (float(v) if k.endswith(":ppl") and v else v) for k, v in row.items()}
+                           for row in csv.DictReader(handle)]
+        columns = [("id", "id"), ("prompt", "prompt")] + [(f"{label}:ppl", f"{label} PPL") for label in labels]
+        parts.append(f"<h3>{esc(folder.parent.name)}: {esc(summary.get('prompt_file', ''))} "
+                     f"({summary.get('num_prompts', len(prompt_rows))} prompts)</h3>"
+                     + html_table(rows, SUMMARY_COLUMNS, "stage-summary")
+                     + html_table(prompt_rows[:MAX_PROMPTS], columns, "stage-per-prompt"))
+    return "".join(parts)

@@ -4,14 +4,18 @@ Algorithm (Rafailov et al. 2023). For a prompt x with a preferred reply y_c and 
     logp(y|x) = Σ over the completion tokens of log π(y_t | x, y_<t)        (prompt tokens excluded)
     ρ = log πθ(y|x) − log π_ref(y|x),  m = ρ_c − ρ_r
     sigmoid loss  −(1−ε)·logσ(β m) − ε·logσ(−β m)        (ipo, hinge, simpo: tunelab.train.preference_loss)
-The reference π_ref is the same network with every adapter switched off (`tunelab.adapters.switch.disabled`):
-the frozen base, no second copy of the weights. Its log-probs never change, so they are computed once per
-example, all at the first training batch (or evaluation), in eval mode under no_grad, and cached in memory
-and on disk keyed by (base fingerprint, quantisation, token cache key). Full fine-tuning has no frozen base
-inside the policy and is refused, except for simpo, which needs no reference.
+The reference π_ref is the policy as training starts, and never a second copy of the weights:
+- adapters trained from zero: the frozen base, i.e. the same network with every adapter switched off
+  (`tunelab.adapters.switch.disabled`);
+- a later stage of a chain (`model.init_from`: SFT adapters carried over) or full fine-tuning: the model
+  before its first update.
+Its log-probs never change, so they are computed once per example, all at the first training batch (or
+evaluation), in eval mode under no_grad, and cached in memory and on disk keyed by (base fingerprint,
+quantisation, token cache key, starting weights).
 
-Batches: P pairs become 2P right-padded rows, [prompt, chosen] then [prompt, rejected] (no prefix sharing
-yet: the prompt is run twice). `loss_fn` returns the mean over pairs and `loss_weight` is P, so gradient
+Batches: with `preference.share_prompt` (default) each pair's prompt runs once and both replies continue
+its KV cache (`tunelab.train.shared_prompt`); otherwise P pairs become 2P right-padded rows, [prompt,
+chosen] then [prompt, rejected]. `loss_fn` returns the mean over pairs and `loss_weight` is P, so gradient
 accumulation averages over every pair of the optimizer step.
 
 Evaluation on the held-out pairs: eval_loss (the training loss), reward_accuracy = mean[β ρ_c > β ρ_r]
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,8 @@ from tunelab.progress import console, progress_bar
 from tunelab.rundir import atomic_write_json, atomic_write_with
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, sorted_batches
-from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss, sequence_logps
+from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss
+from tunelab.train.shared_prompt import collate_shared
 
 SPLITS = ("train", "eval")
 
@@ -55,10 +61,6 @@ class DPOTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        if config.adapter.variant == "none" and config.preference.loss != "simpo":
-            raise TunelabError(f"preference.loss={config.preference.loss} needs a reference model: use adapters "
-                               "(adapter.variant), whose frozen base is the reference; a reference copy for "
-                               "full fine-tuning is not supported yet (simpo needs none)")
         self.tokens: dict[str, PairTokens] = {}
         self.bad: dict[str, BadRows] = {}
         self.reference: dict[str, np.ndarray] = {}  # split -> (N, 2) reference logps of chosen, rejected
@@ -70,6 +72,17 @@ class DPOTask(Task):
     @property
     def needs_reference(self) -> bool:
         return self.config.preference.loss != "simpo"
+
+    @property
+    def reference_is_base(self) -> bool:
+        """True: the reference is the frozen base under `disabled()` (adapters trained from zero). False
+        (a stage chain's later stage, or full fine-tuning): it is the policy as training starts, whose
+        log-probs are taken before the first update."""
+        return self.config.model.init_from is None and self.config.adapter.variant != "none"
+
+    @property
+    def share_prompt(self) -> bool:
+        return self.config.preference.share_prompt and not self.config.train.gradient_checkpointing
 
     # ----- data -----
     def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
@@ -107,8 +120,8 @@ class DPOTask(Task):
         return bucketed_batches(self.tokens["train"].lengths(), cfg.batch_size, cfg.bucket_pool, rng)
 
     def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
-        """2P rows (see `collate_pairs`) plus the pairs' cached reference log-probs when the loss needs them."""
-        batch = collate_pairs(self.tokens[split], index, self.pad_id)
+        """The pairs' model inputs plus their cached reference log-probs when the loss needs them."""
+        batch = self.collate_policy(index, split)
         if self.needs_reference:
             if split not in self.reference:
                 raise RuntimeError("reference log-probs are computed at the first make_batch/evaluate")
@@ -116,24 +129,54 @@ class DPOTask(Task):
             batch["ref_chosen"], batch["ref_rejected"] = ref[:, 0], ref[:, 1]
         return batch
 
+    def collate_policy(self, index: np.ndarray, split: str) -> dict[str, torch.Tensor]:
+        """The model inputs of P pairs: shared-prompt layout (`tunelab.train.shared_prompt`) or 2P rows."""
+        tokens = self.tokens[split]
+        if self.share_prompt:
+            batch = collate_shared([tokens.prompt[i] for i in index], [tokens.chosen[i] for i in index],
+                                   [tokens.rejected[i] for i in index], self.pad_id)
+        else:
+            batch = collate_pairs(tokens, index, self.pad_id)
+        return batch
+
     def make_batch(self, model: nn.Module, index: np.ndarray, step: int) -> dict[str, torch.Tensor]:
-        self.ensure_reference(model)
+        self.ensure_reference(model, step)
         return self.collate(index)
 
     def batch_samples(self, index: np.ndarray) -> int:
         return len(index)  # pairs
 
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens the forward pass processes: a shared prompt counts once."""
+        if "prompt_mask" in batch:
+            return int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
+        return int(batch["attention_mask"].sum())
+
     # ----- reference log-probs -----
     def reference_path(self, split: str) -> Path | None:
         if self.cache_dir is None or self.base_fingerprint is None:
             return None
-        key = json.dumps([self.base_fingerprint, self.config.model.quantize, self.tokens[split].key])
+        start = "base" if self.reference_is_base else self.start_fingerprint()
+        key = json.dumps([self.base_fingerprint, self.config.model.quantize, self.tokens[split].key, start])
         return self.cache_dir / f"dpo-ref-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
-    def ensure_reference(self, model: nn.Module) -> None:
-        """Reference log-probs of every train and eval pair, from memory, disk, or one pass of the base."""
+    def start_fingerprint(self) -> str:
+        """Which weights the policy starts from, when that is not the plain base."""
+        if self.config.model.init_from is None:
+            return "initial-full"
+        from tunelab.models.init_from import weights_fingerprint
+
+        return "init-" + weights_fingerprint(self.config.model.init_from)
+
+    def ensure_reference(self, model: nn.Module, step: int = 0) -> None:
+        """Reference log-probs of every train and eval pair, from memory, disk, or one pass of the base
+        (or of the starting policy, which must happen before the first update)."""
         if not self.needs_reference:
             return
+        if not self.reference_is_base and step > 0 and any(s not in self.reference for s in SPLITS) and not all(
+                (path := self.reference_path(s)) is not None and path.is_file() for s in SPLITS):
+            raise TunelabError("task dpo: the reference log-probs of the starting policy are gone from the token "
+                               "cache, and the weights have moved since; restart this run (or stage) from its start")
         for split in SPLITS:
             if split in self.reference:
                 continue
@@ -148,22 +191,24 @@ class DPOTask(Task):
                 atomic_write_with(path, lambda tmp, values=self.reference[split]: save_array(tmp, values))
 
     def reference_logps(self, model: nn.Module, split: str) -> np.ndarray:
-        """(N, 2) summed completion log-probs of the frozen base: adapters off, eval mode, no_grad, fp32."""
-        if not adapter_modules(model):
+        """(N, 2) summed completion log-probs of the reference in eval mode, no_grad, fp32: the frozen base
+        (adapters off), or the model as it stands (the starting policy)."""
+        if self.reference_is_base and not adapter_modules(model):
             raise TunelabError("task dpo: the model has no adapters, so there is no frozen base to use as "
-                               "the reference; a reference copy for full fine-tuning is not supported yet")
+                               "the reference")
         tokens = self.tokens[split]
         out = np.zeros((len(tokens), 2), dtype=np.float64)
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), disabled(model), progress_bar(f"reference log-probs ({split})",
-                                                                total=len(tokens)) as bar:
+            reference = disabled(model) if self.reference_is_base else nullcontext()
+            with torch.no_grad(), reference, progress_bar(f"reference log-probs ({split})", total=len(tokens)) as bar:
                 for index in sorted_batches(tokens.lengths(), self.config.eval.batch_size):
-                    batch = {k: v.to(device) for k, v in collate_pairs(tokens, index, self.pad_id).items()}
-                    sums, _ = sequence_logps(model, batch, self.config.train.loss_chunk)
-                    out[index] = sums.double().cpu().numpy().reshape(2, -1).T
+                    batch = {k: v.to(device) for k, v in self.collate_policy(index, split).items()}
+                    logps = pair_logps(model, batch, self.config.train.loss_chunk)
+                    out[index, 0] = logps.chosen.double().cpu().numpy()
+                    out[index, 1] = logps.rejected.double().cpu().numpy()
                     bar.advance(len(index))
         finally:
             model.train(was_training)
@@ -189,7 +234,9 @@ class DPOTask(Task):
         return per_pair.mean(), {name: float(value.mean()) for name, value in rewards.items()}
 
     def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
-        """Pairs: half the rows."""
+        """Pairs."""
+        if "prompt_ids" in batch:
+            return float(batch["prompt_ids"].shape[0])
         return float(batch["input_ids"].shape[0] // 2)
 
     def periodic_metrics(self) -> tuple[str, ...]:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from tunelab.train.lm_loss import IGNORE, final_hidden
+from tunelab.train.shared_prompt import shared_prompt_logps, summed_target_logps
 
 LOSSES = ("sigmoid", "ipo", "hinge", "simpo")
 
@@ -47,12 +47,6 @@ class PairLogps:
     ref_rejected: torch.Tensor | None = None
 
 
-def _chunk_logps(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
-                 bias: torch.Tensor | None) -> torch.Tensor:
-    logits = F.linear(hidden, weight, bias)  # (n, V)
-    return -F.cross_entropy(logits.float(), targets, reduction="none")  # (n,) log π(target)
-
-
 def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-prob of the target tokens per row (R,), target tokens per row (R,)).
 
@@ -61,26 +55,19 @@ def sequence_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk: int)
     hidden = final_hidden(model, batch)  # (R, T, H)
     keep = batch["targets"] != IGNORE  # (R, T)
     rows = keep.nonzero()[:, 0]  # (N,) row of each kept position, in the order of hidden[keep]
-    h, y = hidden[keep], batch["targets"][keep]  # (N, H), (N,)
-    head = model.get_output_embeddings()
-    parts = []
-    for start in range(0, y.shape[0], chunk):
-        h_chunk, y_chunk = h[start:start + chunk], y[start:start + chunk]
-        if torch.is_grad_enabled():
-            parts.append(checkpoint(_chunk_logps, h_chunk, y_chunk, head.weight, head.bias, use_reentrant=False))
-        else:
-            parts.append(_chunk_logps(h_chunk, y_chunk, head.weight, head.bias))
-    token_logps = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
-    sums = hidden.new_zeros(keep.shape[0], dtype=torch.float32).index_add(0, rows, token_logps)
+    sums = summed_target_logps(model, hidden[keep], batch["targets"][keep], rows, keep.shape[0], chunk)
     return sums, keep.sum(1)
 
 
 def pair_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk: int) -> PairLogps:
-    """Policy log-probs of a batch whose first P rows are [prompt, chosen] and last P [prompt, rejected]."""
+    """Policy log-probs of a pair batch: shared-prompt layout (`tunelab.train.shared_prompt`), or 2P rows
+    whose first P are [prompt, chosen] and last P [prompt, rejected]."""
+    refs = batch.get("ref_chosen"), batch.get("ref_rejected")
+    if "prompt_ids" in batch:
+        return PairLogps(*shared_prompt_logps(model, batch, chunk), *refs)
     sums, counts = sequence_logps(model, batch, chunk)
     p = sums.shape[0] // 2
-    return PairLogps(sums[:p], sums[p:], counts[:p], counts[p:],
-                     batch.get("ref_chosen"), batch.get("ref_rejected"))
+    return PairLogps(sums[:p], sums[p:], counts[:p], counts[p:], *refs)
 
 
 def preference_loss(logps: PairLogps, loss: str, beta: float, label_smoothing: float = 0.0,
