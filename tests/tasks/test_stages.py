@@ -150,3 +150,42 @@ def test_shipped_chain_recipes_validate():
         assert [s["name"] for s in config.stages] == stages
         tasks = [stage_config(config, i).task for i in range(len(stages))]
         assert tasks == [n.rstrip("2") for n in stages]
+
+
+def test_a_dpo_stage_killed_mid_training_resumes_to_the_same_result(chain, tmp_path, monkeypatch):
+    """The stage's reference (the SFT model) comes back from the cache on resume; with the cache gone the
+    resume refuses instead of taking the moved policy as its reference."""
+    _, (_, uninterrupted) = chain
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    raw = chain_recipe(tmp_path)
+    raw["stages"][1]["train"]["checkpoint_every"] = 1
+    raw.pop("compare_prompts")
+    config = validate(raw)
+    from tunelab.tasks.dpo import DPOTask
+
+    original, calls = DPOTask.loss_fn, {"n": 0}
+
+    def crash_in_step_three(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, model, batch)
+
+    monkeypatch.setattr(DPOTask, "loss_fn", crash_in_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(config)
+    monkeypatch.setattr(DPOTask, "loss_fn", original)
+    (group,) = list((tmp_path / "runs" / "chain").iterdir())
+    assert json.loads((group / "dpo" / "checkpoints" / "last" / "position.json").read_text())["step"] == 2
+    saved = tmp_path / "saved-cache"
+    shutil.copytree(tmp_path / "cache", saved)
+    for path in (tmp_path / "cache" / "tokens").glob("dpo-ref-*.npy"):
+        path.unlink()
+    with pytest.raises(TunelabError, match="restart this run"):
+        run_recipe(config, resume=group)
+    shutil.rmtree(tmp_path / "cache")
+    shutil.copytree(saved, tmp_path / "cache")
+    resumed = run_recipe(config, resume=group)[1]
+    assert resumed.summary["steps"] == 3
+    assert resumed.summary["metrics"]["reward_margin"] == pytest.approx(
+        uninterrupted.summary["metrics"]["reward_margin"], abs=1e-6)
