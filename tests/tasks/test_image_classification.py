@@ -52,7 +52,7 @@ def test_a_few_steps_lower_the_loss(name, cifar):
         model.init_from_data(x)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(12):
+    for _ in range(8):
         loss = F.cross_entropy(model(x), y)
         losses.append(float(loss.detach()))
         loss.backward()
@@ -156,6 +156,12 @@ def test_interrupted_run_resumes_exactly_and_reloads(tmp_path, monkeypatch, caps
     per_class = json.loads((full / "per_class_accuracy.json").read_text())
     assert sorted(per_class) == sorted(read_cifar10_vendored()[2])
     assert np.mean(list(per_class.values())) == pytest.approx(theirs["metrics"]["accuracy"])  # 10 per class
+
+    from tunelab.report.html import write_report
+    from tunelab.report.runs import load_record
+
+    page = write_report([load_record(full, "vis")], tmp_path / "report.html").read_text()
+    assert "section-misclassified" in page and "misclassified vis" in page and "confusion matrix" in page
 
     loaded = load_run_model(full)
     loaded.task.prepare_data(None, "", None)

@@ -35,6 +35,7 @@ from tunelab.report.sections import (
     confusion_section,
     curves_section,
     generations_section,
+    misclassified_section,
     ranked_records,
     sweep_section,
 )
@@ -139,6 +140,7 @@ def render_report(records: list[RunRecord], title: str = "tunelab report", metri
         ("curves", "Loss and metric curves", curves_section(records, table.metric, best)),
         ("sweep", "Sweep", sweep_section(records, table.metric)),
         ("confusion", "Confusion matrices", confusion_section(ordered)),
+        ("misclassified", "Misclassified images", misclassified_section(ordered)),
         ("adapters", "Adapters: scales and B/A norms", adapter_section(ordered)),
         ("generations", "Generations side by side", generations_section(ordered)),
     ]
