@@ -118,6 +118,19 @@ class PreferenceConfig(Frozen):
                                   "cache (off with gradient checkpointing, which disables the cache)")
 
 
+class VisionConfig(Frozen):
+    """Image classification (task: image_classification): input size, augmentation, loss and CPU speed."""
+
+    image_size: int = Field(default=32, ge=4, le=1024, description="image folders are resized to this square size")
+    flip: bool = Field(default=False, description="random left-right flips while training")
+    translate: int = Field(default=0, ge=0, le=16, description="random shifts of up to this many pixels (reflect pad)")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+    tta_flip: bool = Field(default=False, description="evaluate on the mean logits of each image and its mirror")
+    channels_last: bool = Field(default=False, description="NHWC memory layout (measure: helps some CPU convs)")
+    compile: bool = Field(default=False, description="torch.compile the training forward (measure first)")
+    misclassified: int = Field(default=36, ge=0, le=400, description="misclassified eval images in the grid image")
+
+
 class RunConfig(Frozen):
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -128,6 +141,7 @@ class RunConfig(Frozen):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    vision: VisionConfig = Field(default_factory=VisionConfig)
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")

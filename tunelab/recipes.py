@@ -151,5 +151,7 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 
 
 def with_overrides(config: RunConfig, overrides: dict[str, Any], source: str = "variant") -> RunConfig:
-    raw = apply_overrides(config_to_dict(config), overrides)
+    """The config with dotted overrides applied; sections the recipe left out stay unset (so checks like
+    "an adapter section on a from-scratch model" see the recipe, not the defaults)."""
+    raw = apply_overrides(config.model_dump(mode="json", exclude_unset=True), overrides)
     return validate(raw, source=source)

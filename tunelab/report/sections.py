@@ -113,6 +113,14 @@ def confusion_section(records: list[RunRecord]) -> str:
     return f"<div class='grid'>{''.join(figures)}</div>" + capped_note(len(figures), len(candidates))
 
 
+def misclassified_section(records: list[RunRecord]) -> str:
+    """Image classifiers' grids of their most confident mistakes (misclassified.png in the run folder)."""
+    candidates = [r for r in records if (r.path / "misclassified.png").exists()]
+    figures = [figure(embed(r.path / "misclassified.png", f"misclassified {r.label}"), r.label)
+               for r in candidates[:MAX_FIGURES]]
+    return "".join(figures) + capped_note(len(figures), len(candidates)) if figures else ""
+
+
 def adapter_stats(record: RunRecord) -> list[dict[str, Any]] | None:
     path = record.path / "adapter_stats.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

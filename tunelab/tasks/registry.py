@@ -23,6 +23,8 @@ TASK_REGISTRY: dict[str, TaskInfo] = {
     "classification": TaskInfo("tunelab.tasks.classification:ClassificationTask", "accuracy",
                                "sequence classification with any encoder"),
     "sft": TaskInfo("tunelab.tasks.sft:SFTTask", "eval_loss", "supervised fine-tuning of a causal (chat) LM"),
+    "image_classification": TaskInfo("tunelab.tasks.image_classification:ImageClassificationTask", "accuracy",
+                                     "image classification from scratch (CIFAR-10, Fashion-MNIST, class folders)"),
     "dpo": TaskInfo("tunelab.tasks.dpo:DPOTask", "reward_accuracy", "preference optimisation (DPO, IPO, SimPO)"),
 }
 
