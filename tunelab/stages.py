@@ -49,11 +49,12 @@ def stage_names(config: RunConfig) -> list[str]:
 
 def stage_config(config: RunConfig, index: int, init_from: str | None = None, source: str = "recipe") -> RunConfig:
     """The full config of stage `index` (0-based), starting from `init_from` when given."""
-    from tunelab.recipes import config_to_dict, validate
+    from tunelab.recipes import validate
 
     stage = config.stages[index]
     name = stage.get("name")
-    base = {k: v for k, v in config_to_dict(config).items() if k not in CHAIN_ONLY_KEYS}
+    recipe = config.model_dump(mode="json", exclude_unset=True)  # sections left out stay unset, as in variants
+    base = {k: v for k, v in recipe.items() if k not in CHAIN_ONLY_KEYS}
     body = {k: v for k, v in stage.items() if k != "name"}
     for key in body:
         if key.split(".")[0] in CHAIN_ONLY_KEYS or key == "model.init_from":
