@@ -1,5 +1,5 @@
 """Named datasets: vendored slices (always there) and ../shared/data copies (benchmarks), each for a
-task that trains on it (classification or sft).
+task that trains on it (classification, sft, qa).
 
 `resolve_dataset(name)` returns file paths plus the column roles a task needs, so recipes can say
 `data.dataset: ag_news_demo` instead of repeating paths and column mappings. Hub ids (`owner/name`) and
@@ -69,6 +69,9 @@ DATASETS: dict[str, DatasetSpec] = {
                     sft_format="pairs", description="English-Spanish pairs, 50,000 (Tatoeba)"),
         DatasetSpec("hh_helpful_small", "sft", "vendored:hh_helpful_base.jsonl.gz", None, eval_size=50,
                     columns=HH, sft_format="hh", description="HH-RLHF helpful-base: dialogue -> chosen, 400"),
+        DatasetSpec("squad2_small", "qa", "vendored:squad2_train.jsonl.gz", "vendored:squad2_dev.jsonl.gz",
+                    hub="rajpurkar/squad_v2", description="SQuAD v1.1 dev split by article, 3,200 / 1,000 rows "
+                    "with constructed unanswerable questions (SQuAD 2.0 format)"),
         DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
                     columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF helpful-base test pairs (2,354)"),
