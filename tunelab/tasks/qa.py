@@ -161,7 +161,9 @@ class QATask(Task):
         self.threshold = tune_threshold(answers, gold) if self.no_answer else float("inf")
         predictions = {qid: self.answer(a) for qid, a in zip(rows.ids, answers, strict=True)}
         na_probs = {qid: a.no_answer_score for qid, a in zip(rows.ids, answers, strict=True)}
-        metrics: dict[str, Any] = squad_v2_metrics(rows.gold(), predictions, na_probs)
+        # predictions already apply our threshold: the official --na-prob-thresh rule (made for probabilities
+        # in [0, 1]) is switched off, na_probs only drive best_exact / best_f1
+        metrics: dict[str, Any] = squad_v2_metrics(rows.gold(), predictions, na_probs, float("inf"))
         metrics = {k: float(v) if isinstance(v, float) else v for k, v in metrics.items()}
         metrics.update(null_threshold=self.threshold if self.no_answer else None,
                        eval_windows=len(self.windows["eval"]), bad_train_rows=self.bad["train"].total,
