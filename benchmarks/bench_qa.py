@@ -2,7 +2,7 @@
 
 Workload: MiniLM-L6, LoRA r16 alpha 32 on query/value (qa_outputs trained), the vendored SQuAD slice
 (squad2_small, first `--n` / `--eval` rows after tunelab's own data.limit sampling, written to JSONL so
-both sides read the same questions), windows of 192 tokens with a stride of 48, batch 16, lr 1e-3, one
+both sides read the same questions), windows of 192 tokens with a stride of 48, batch 16, lr 2e-3, one
 epoch, fp32, 2 threads.
 
 The peer follows the transformers question-answering example (examples/pytorch/question-answering):
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"max_length": 192, "stride": 48, "rank": 16, "alpha": 32, "lr": 1e-3, "batch": 16, "threads": 2}
+SETTINGS = {"max_length": 192, "stride": 48, "rank": 16, "alpha": 32, "lr": 2e-3, "batch": 16, "threads": 2}
 
 
 def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
@@ -179,7 +180,8 @@ def run_peer(train_path: Path, eval_path: Path, work: Path) -> dict:
     features = Dataset.from_dict(peer_train_features(tokenizer, train_rows))
     args = TrainingArguments(output_dir=str(work / "peer"), per_device_train_batch_size=s["batch"],
                              per_device_eval_batch_size=64, num_train_epochs=1, learning_rate=s["lr"],
-                             warmup_ratio=0.06, weight_decay=0.01, lr_scheduler_type="linear", save_strategy="no",
+                             warmup_steps=round(0.06 * math.ceil(len(features) / s["batch"])), weight_decay=0.01,
+                             lr_scheduler_type="linear", save_strategy="no",
                              report_to=[], use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True,
                              logging_steps=10, train_sampling_strategy="group_by_length")
     trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=DataCollatorWithPadding(tokenizer))
@@ -240,7 +242,7 @@ def child(side: str, train_path: Path, eval_path: Path, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--side", choices=["peer", "tunelab"], help=argparse.SUPPRESS)

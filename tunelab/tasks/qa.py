@@ -185,7 +185,7 @@ class QATask(Task):
         lines = [json.dumps({"id": qid, "question": q, "prediction": predictions[qid],
                              "start": a.start if predictions[qid] else -1, "end": a.end if predictions[qid] else -1,
                              "score": a.score if a.start >= 0 else None, "no_answer_score": a.no_answer_score,
-                             "gold": [t for t, _ in gold]}, ensure_ascii=False)
+                             "best_span": a.text, "gold": [t for t, _ in gold]}, ensure_ascii=False)
                  for qid, q, a, gold in zip(rows.ids, rows.questions, answers, rows.answers, strict=True)]
         atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
         atomic_write_json(out_dir / "bad_rows.json", {split: bad.as_dict() for split, bad in self.bad.items()})
