@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tunelab.export.commands import add_parsers as add_export_parsers
 
     add_export_parsers(verbs)
+    from tunelab.eval.predict import add_parsers as add_predict_parsers
+
+    add_predict_parsers(verbs)
     return parser
 
 

@@ -131,6 +131,17 @@ class VisionConfig(Frozen):
     misclassified: int = Field(default=36, ge=0, le=400, description="misclassified eval images in the grid image")
 
 
+class QAConfig(Frozen):
+    """Extractive QA (task: qa): how contexts are windowed and answers decoded."""
+
+    doc_stride: int = Field(default=64, ge=0, description="tokens shared by consecutive windows of a long context")
+    max_answer_length: int = Field(default=30, ge=1, description="longest answer span, in tokens")
+    n_best: int = Field(default=20, ge=1, description="start and end candidates per window")
+    no_answer: bool | None = Field(
+        default=None, description="SQuAD 2.0 no-answer with a tuned threshold (default: when the data has "
+        "unanswerable questions)")
+
+
 class RunConfig(Frozen):
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -142,6 +153,7 @@ class RunConfig(Frozen):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     vision: VisionConfig = Field(default_factory=VisionConfig)
+    qa: QAConfig = Field(default_factory=QAConfig)
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")

@@ -1,5 +1,5 @@
 """Named datasets: vendored slices (always there) and ../shared/data copies (benchmarks), each for a
-task that trains on it (classification or sft).
+task that trains on it (classification, sft, qa).
 
 `resolve_dataset(name)` returns file paths plus the column roles a task needs, so recipes can say
 `data.dataset: ag_news_demo` instead of repeating paths and column mappings. Hub ids (`owner/name`) and
@@ -73,6 +73,9 @@ DATASETS: dict[str, DatasetSpec] = {
                         "harmless_base", "helpful_online", "helpful_rejection_sampled")),
                     "shared:hh_rlhf/helpful_base_test.jsonl.gz", columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF: three test splits for training, helpful-base for eval"),
+        DatasetSpec("squad2_small", "qa", "vendored:squad2_train.jsonl.gz", "vendored:squad2_dev.jsonl.gz",
+                    hub="rajpurkar/squad_v2", description="SQuAD v1.1 dev split by article, 3,200 / 1,000 rows "
+                    "with constructed unanswerable questions (SQuAD 2.0 format)"),
         DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
                     columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF helpful-base test pairs (2,354)"),

@@ -25,6 +25,7 @@ TASK_REGISTRY: dict[str, TaskInfo] = {
     "sft": TaskInfo("tunelab.tasks.sft:SFTTask", "eval_loss", "supervised fine-tuning of a causal (chat) LM"),
     "image_classification": TaskInfo("tunelab.tasks.image_classification:ImageClassificationTask", "accuracy",
                                      "image classification from scratch (CIFAR-10, Fashion-MNIST, class folders)"),
+    "qa": TaskInfo("tunelab.tasks.qa:QATask", "f1", "extractive question answering (SQuAD v1.1 / 2.0)"),
     "dpo": TaskInfo("tunelab.tasks.dpo:DPOTask", "reward_accuracy", "preference optimisation (DPO, IPO, SimPO)"),
 }
 
