@@ -23,6 +23,7 @@ TASK_REGISTRY: dict[str, TaskInfo] = {
     "classification": TaskInfo("tunelab.tasks.classification:ClassificationTask", "accuracy",
                                "sequence classification with any encoder"),
     "sft": TaskInfo("tunelab.tasks.sft:SFTTask", "eval_loss", "supervised fine-tuning of a causal (chat) LM"),
+    "lm": TaskInfo("tunelab.tasks.lm:LMTask", "eval_loss", "causal language modelling from scratch (char GPT)"),
     "dpo": TaskInfo("tunelab.tasks.dpo:DPOTask", "reward_accuracy", "preference optimisation (DPO, IPO, SimPO)"),
 }
 

@@ -55,10 +55,11 @@ def lr_multiplier(step: int, total_steps: int, cfg: TrainConfig) -> float:
     progress = (step - warmup) / max(1, total_steps - warmup)
     if cfg.schedule == "constant":
         return 1.0
+    floor = cfg.min_lr_ratio  # decaying schedules end at floor·lr (nanoGPT's min_lr = lr/10)
     if cfg.schedule == "linear":
-        return max(0.0, 1.0 - progress)
+        return floor + (1.0 - floor) * max(0.0, 1.0 - progress)
     if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     # "step": seed 000's 1e-3 -> 3e-4 -> 1e-4, expressed as lrs reached at fractions of training
     factor = 1.0
     for milestone, lr in zip(cfg.step_milestones, cfg.step_lrs, strict=False):
