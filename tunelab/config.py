@@ -62,8 +62,10 @@ class TrainConfig(Frozen):
     max_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     grad_accum: int = Field(default=1, ge=1)
-    optimizer: Literal["adamw", "sgd"] = Field(
-        default="adamw", description="adamw (betas below) or sgd (momentum below, seed 000's CNN studies)")
+    optimizer: Literal["adamw", "sgd", "muon"] = Field(
+        default="adamw", description="adamw (betas below), sgd (momentum below, seed 000's CNN studies) or "
+        "muon (hidden matrices; AdamW at lr for embeddings, norms, biases)")
+    muon_lr: float = Field(default=0.02, gt=0, description="Muon's lr for the hidden matrices")
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW's (β1, β2)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(default=False, description="SGD: Nesterov momentum")

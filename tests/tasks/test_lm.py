@@ -72,8 +72,9 @@ def test_the_split_is_by_position(tmp_path, verse_file):
     assert len(held3) == len(held) and held3 in text and held3 != held and len(train3) == len(train)
 
 
-def test_interrupted_run_resumes_to_identical_result(tmp_path, verse_file, monkeypatch, one_thread):
-    extra = ["train.checkpoint_every=10", "model.arch.dropout=0.1"]
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_interrupted_run_resumes_to_identical_result(tmp_path, verse_file, monkeypatch, one_thread, optimizer):
+    extra = ["train.checkpoint_every=10", "model.arch.dropout=0.1", f"train.optimizer={optimizer}"]
     full = run_recipe(tiny_config(tmp_path, verse_file, "full", *extra))[0]
     calls = {"n": 0}
     original = LMTask.loss_fn
