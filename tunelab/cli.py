@@ -67,6 +67,19 @@ def cmd_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """A sample from a finished language-model run (task: lm), reloaded through load_run_model."""
+    from tunelab.models.artifact import load_run_model
+    from tunelab.tasks.lm import sample_text
+
+    loaded = load_run_model(args.run)
+    if loaded.config.task != "lm" or loaded.tokenizer is None:
+        raise TunelabError(f"{args.run}: generate samples from lm runs (this run's task is {loaded.config.task})")
+    print(sample_text(loaded.model, loaded.tokenizer, args.prompt, args.max_new_tokens, args.temperature,
+                      args.top_k, args.seed))
+    return 0
+
+
 def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="YAML recipe, e.g. configs/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.lr=3e-4 adapter.rank=4")
@@ -78,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = verbs.add_parser("run", help="train a recipe (all its variants) and compare")
     add_recipe_args(run)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    generate = verbs.add_parser("generate", help="print a sample from a finished language-model run (task: lm)")
+    generate.add_argument("run", metavar="RUN_DIR")
+    generate.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    generate.add_argument("--max-new-tokens", type=int, default=300)
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    generate.add_argument("--top-k", type=int, default=200)
+    generate.add_argument("--seed", type=int, default=0)
     verbs.add_parser("models", help="list packaged offline models")
     verbs.add_parser("data", help="list registered datasets")
     budget = verbs.add_parser("budget", help="exact trainable-parameter count of a recipe, per module type")
@@ -98,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "models": cmd_models, "data": cmd_data, "budget": cmd_budget,
+    "run": cmd_run, "generate": cmd_generate, "models": cmd_models, "data": cmd_data, "budget": cmd_budget,
 }
 
 

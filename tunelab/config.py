@@ -65,8 +65,10 @@ class TrainConfig(Frozen):
     max_steps: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1)
     grad_accum: int = Field(default=1, ge=1)
-    optimizer: Literal["adamw", "sgd"] = Field(
-        default="adamw", description="adamw (betas below) or sgd (momentum below, seed 000's CNN studies)")
+    optimizer: Literal["adamw", "sgd", "muon"] = Field(
+        default="adamw", description="adamw (betas below), sgd (momentum below, seed 000's CNN studies) or "
+        "muon (hidden matrices; AdamW at lr for embeddings, norms, biases)")
+    muon_lr: float = Field(default=0.02, gt=0, description="Muon's lr for the hidden matrices")
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW's (β1, β2)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(default=False, description="SGD: Nesterov momentum")
@@ -74,6 +76,8 @@ class TrainConfig(Frozen):
     scale_weight_decay: float = Field(default=1e-4, ge=0, description="weight decay on adapter scales (seed 000)")
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
     schedule: Literal["linear", "cosine", "constant", "step"] = "linear"
+    min_lr_ratio: float = Field(
+        default=0.0, ge=0, lt=1, description="cosine/linear: decay to this fraction of lr (nanoGPT: 0.1)")
     step_milestones: list[float] = Field(
         default_factory=lambda: [0.5, 0.75], description="fractions of training where 'step' divides the lr")
     step_lrs: list[float] = Field(default_factory=lambda: [3e-4, 1e-4])
@@ -142,6 +146,20 @@ class QAConfig(Frozen):
         "unanswerable questions)")
 
 
+class LMConfig(Frozen):
+    """Causal language modelling from scratch (task: lm): tokenizer, evaluation windows and the samples
+    the final evaluation writes (softmax(logits / temperature) over the top_k tokens, seeded)."""
+
+    tokenizer: Literal["chars", "bytes"] = Field(default="chars", description="built from the text")
+    eval_windows: int = Field(default=500, ge=1, description="fixed val windows (evenly spaced) per eval")
+    samples: int = Field(default=3, ge=0, description="samples written by the final evaluation")
+    sample_tokens: int = Field(default=300, ge=1)
+    prompt: str = Field(default="\n", description="text every sample starts from")
+    temperature: float = Field(default=0.8, ge=0, description="0 = greedy")
+    top_k: int | None = Field(default=200, ge=1)
+    sample_seed: int = 0
+
+
 class RunConfig(Frozen):
     name: str = Field(default="run", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -154,6 +172,7 @@ class RunConfig(Frozen):
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     vision: VisionConfig = Field(default_factory=VisionConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
+    lm: LMConfig = Field(default_factory=LMConfig)
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="named dotted overrides run one after another and compared, e.g. {dora: {adapter.variant: dora}}")

@@ -16,7 +16,6 @@ from tunelab.adapters.inject import inject_adapters
 from tunelab.adapters.spec import AdapterConfig
 from tunelab.adapters.switch import disabled
 from tunelab.data.pairs import BadRows, collate_pairs, encode_pairs, frame_pairs, split_hh
-from tunelab.errors import TunelabError
 from tunelab.recipes import load_recipe, validate, with_overrides
 from tunelab.runner import load_task, prepare_model, run_recipe
 from tunelab.train.lm_loss import IGNORE

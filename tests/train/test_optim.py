@@ -108,3 +108,31 @@ def test_sgd_with_momentum_is_chosen_by_the_recipe_and_its_first_step_is_plain_g
 def test_adamw_betas_come_from_the_recipe():
     optimizer = build_optimizer(Toy(), TrainConfig(betas=(0.9, 0.95)))
     assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_decay_ends_at_the_min_lr_ratio(schedule):
+    cfg = TrainConfig(lr=1e-3, schedule=schedule, warmup_ratio=0.05, min_lr_ratio=0.1)
+    assert lr_multiplier(99, 100, cfg) == pytest.approx(0.1, abs=0.01)  # nanoGPT's 1e-3 -> 1e-4
+    assert lr_multiplier(5, 100, cfg) == pytest.approx(1.0, abs=0.01)
+    assert 0.1 < lr_multiplier(50, 100, cfg) < 1.0
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from tunelab.models.gpt import GPT, GPTSettings
+
+    model = GPT(GPTSettings(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=5))
+    optimizer = build_optimizer(model, TrainConfig(optimizer="muon", muon_lr=0.02, lr=1e-3))
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for g in optimizer.muon.param_groups for p in g["params"]}
+    adamw = {names[id(p)] for g in optimizer.adamw.param_groups for p in g["params"]}
+    assert muon == {"blocks.0.attn.c_attn.weight", "blocks.0.attn.c_proj.weight", "blocks.0.mlp.c_fc.weight",
+                    "blocks.0.mlp.c_proj.weight"}
+    assert adamw == set(names.values()) - muon and "wte.weight" in adamw
+    scheduler = build_scheduler(optimizer, 10, TrainConfig(optimizer="muon", warmup_ratio=0.5))
+    x = torch.randint(0, 5, (2, 8))
+    model(x, x)[1].backward()
+    optimizer.step()
+    scheduler.step()  # one schedule scales both optimizers' groups
+    assert optimizer.muon.param_groups[0]["lr"] == pytest.approx(0.02 * 2 / 5)
+    assert optimizer.adamw.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 5)

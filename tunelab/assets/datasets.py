@@ -1,5 +1,6 @@
 """Named datasets: vendored slices (always there) and ../shared/data copies (benchmarks), each for a
 task that trains on it (classification, sft, qa).
+task that trains on it (classification, sft or lm).
 
 `resolve_dataset(name)` returns file paths plus the column roles a task needs, so recipes can say
 `data.dataset: ag_news_demo` instead of repeating paths and column mappings. Hub ids (`owner/name`) and
@@ -79,6 +80,8 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
                     columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF helpful-base test pairs (2,354)"),
+        DatasetSpec("tinyshakespeare", "lm", "vendored:tinyshakespeare.txt.gz",
+                    description="tiny Shakespeare, 1.1M characters (val: a block of data.eval_fraction by position)"),
     ]
 }
 

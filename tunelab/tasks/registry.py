@@ -26,6 +26,7 @@ TASK_REGISTRY: dict[str, TaskInfo] = {
     "image_classification": TaskInfo("tunelab.tasks.image_classification:ImageClassificationTask", "accuracy",
                                      "image classification from scratch (CIFAR-10, Fashion-MNIST, class folders)"),
     "qa": TaskInfo("tunelab.tasks.qa:QATask", "f1", "extractive question answering (SQuAD v1.1 / 2.0)"),
+    "lm": TaskInfo("tunelab.tasks.lm:LMTask", "eval_loss", "causal language modelling from scratch (char GPT)"),
     "dpo": TaskInfo("tunelab.tasks.dpo:DPOTask", "reward_accuracy", "preference optimisation (DPO, IPO, SimPO)"),
 }
 

@@ -1,4 +1,5 @@
-"""AdamW (or SGD with momentum) with per-group weight decay and the learning-rate schedules recipes name.
+"""AdamW (or SGD with momentum, or Muon + AdamW) with per-group weight decay and the learning-rate
+schedules recipes name.
 
 Groups: biases/norms and magnitude vectors get no decay; adapter scales get the small decay seed
 000 used (1e-4) so they neither collapse nor explode; the task head may have its own lr.
@@ -44,7 +45,49 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         raise TunelabError("nothing to train: no parameter has requires_grad (check adapter.targets)")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    if cfg.optimizer == "muon":
+        return MuonAdamW(model, groups, cfg)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, foreach=True)
+
+
+def muon_matrices(model: nn.Module) -> set[int]:
+    """Ids of the hidden 2-D weight matrices Muon is meant for: every trainable matrix except
+    embeddings (a lookup table, here also the tied output projection), which stay with AdamW."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return {id(p) for p in model.parameters() if p.requires_grad and p.ndim == 2 and id(p) not in embeddings}
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """torch.optim.Muon on the hidden matrices (momentum, then the update orthogonalised by a Newton-Schulz
+    iteration, UΣVᵀ -> UVᵀ, at train.muon_lr), torch.optim.AdamW on everything else (embeddings, norms,
+    biases at train.lr), stepped together. `param_groups` are the two inner optimizers' own group dicts,
+    so the lr schedule scales both, and the state dict holds both states (checkpoints resume it)."""
+
+    def __init__(self, model: nn.Module, groups: list[dict], cfg: TrainConfig):
+        matrices = muon_matrices(model)
+        muon_params = [p for g in groups for p in g["params"] if id(p) in matrices]
+        adam_groups = [{**g, "params": [p for p in g["params"] if id(p) not in matrices]} for g in groups]
+        adam_groups = [g for g in adam_groups if g["params"]]
+        self.muon = torch.optim.Muon([{"params": muon_params, "name": "muon"}], lr=cfg.muon_lr,
+                                     weight_decay=cfg.weight_decay, momentum=0.95, nesterov=True)
+        self.adamw = torch.optim.AdamW(adam_groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, foreach=True)
+        super().__init__(self.inner_groups(), {})
+
+    def inner_groups(self) -> list[dict]:
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        self.muon.step()
+        self.adamw.step()
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self.param_groups = self.inner_groups()  # loading replaces the inner group dicts
 
 
 def lr_multiplier(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -55,10 +98,11 @@ def lr_multiplier(step: int, total_steps: int, cfg: TrainConfig) -> float:
     progress = (step - warmup) / max(1, total_steps - warmup)
     if cfg.schedule == "constant":
         return 1.0
+    floor = cfg.min_lr_ratio  # decaying schedules end at floor·lr (nanoGPT's min_lr = lr/10)
     if cfg.schedule == "linear":
-        return max(0.0, 1.0 - progress)
+        return floor + (1.0 - floor) * max(0.0, 1.0 - progress)
     if cfg.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     # "step": seed 000's 1e-3 -> 3e-4 -> 1e-4, expressed as lrs reached at fractions of training
     factor = 1.0
     for milestone, lr in zip(cfg.step_milestones, cfg.step_lrs, strict=False):
