@@ -33,6 +33,20 @@ def test_registered_dataset_feeds_its_task(name):
         classes = set(tables.train[tables.label]) | set(tables.eval[tables.label])
         assert classes == set(range(len(spec.label_names)))  # labels are 0..k-1, one name each
         return
+    if spec.task == "qa":
+        from tunelab.data.qa_rows import load_qa_frames
+
+        train, evaluation, _ = load_qa_frames(config)
+        assert {"question", "context", "answers"} <= set(train.columns) and len(evaluation) > 0
+        return
+    if spec.task == "lm":
+        from tunelab.recipes import validate
+        from tunelab.tasks.lm import LMTask
+
+        task = LMTask(validate({"task": "lm", "data": {"dataset": name}, "model": {"arch": {"type": "gpt"}}}))
+        task.prepare_data(None, "", None)
+        assert task.train_size > 0 and len(task.eval_ids) > 0 and task.tokenizer.vocab_size > 10
+        return
     if spec.task != "sft":
         pytest.fail(f"{name}: no check yet for task {spec.task!r}: add one here")
     frames = load_frames(config)
