@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tunelab.errors import TunelabError
 
 BATCH = 32
@@ -63,9 +61,10 @@ def classification_text(row: dict[str, Any], fields: list[str], number: int) -> 
     return " ".join(present)
 
 
-@torch.no_grad()
 def predict_classification(loaded, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """softmax(logits) per text, tokenised as in training (truncated to model.max_length)."""
+    import torch  # here, not at import: the CLI builds its parser without the training stack
+
     texts = [classification_text(row, list(loaded.config.data.text_fields), i) for i, row in enumerate(rows)]
     names = loaded.task.label_names
     device = next(loaded.model.parameters()).device
@@ -74,7 +73,8 @@ def predict_classification(loaded, rows: list[dict[str, Any]]) -> list[dict[str,
         encoded = loaded.tokenizer(texts[first:first + BATCH], truncation=True, padding=True,
                                    max_length=loaded.config.model.max_length, return_tensors="pt")
         inputs = {k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        probabilities = torch.softmax(loaded.model(**inputs).logits.float(), dim=-1).cpu()
+        with torch.no_grad():
+            probabilities = torch.softmax(loaded.model(**inputs).logits.float(), dim=-1).cpu()
         for row in probabilities:
             best = int(row.argmax())
             label = names[best] if best < len(names) else str(best)
