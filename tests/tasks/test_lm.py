@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.interrupt import interrupted_run
 from tunelab.cli import main
 from tunelab.models.artifact import load_run_model
 from tunelab.recipes import load_recipe
@@ -76,19 +77,7 @@ def test_the_split_is_by_position(tmp_path, verse_file):
 def test_interrupted_run_resumes_to_identical_result(tmp_path, verse_file, monkeypatch, one_thread, optimizer):
     extra = ["train.checkpoint_every=10", "model.arch.dropout=0.1", f"train.optimizer={optimizer}"]
     full = run_recipe(tiny_config(tmp_path, verse_file, "full", *extra))[0]
-    calls = {"n": 0}
-    original = LMTask.loss_fn
-
-    def crash_in_step_25(self, model, batch):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise KeyboardInterrupt
-        return original(self, model, batch)
-
-    monkeypatch.setattr(LMTask, "loss_fn", crash_in_step_25)
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(tiny_config(tmp_path, verse_file, "cut", *extra))
-    monkeypatch.setattr(LMTask, "loss_fn", original)
+    interrupted_run(monkeypatch, LMTask, 25, lambda: run_recipe(tiny_config(tmp_path, verse_file, "cut", *extra)))
     (run_dir,) = list((tmp_path / "cut").iterdir())
     assert json.loads((run_dir / "checkpoints" / "last" / "position.json").read_text())["step"] == 20
     resumed = run_recipe(tiny_config(tmp_path, verse_file, "cut", *extra), resume=run_dir)[0]

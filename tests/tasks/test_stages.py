@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.interrupt import interrupted_run
 from tunelab.errors import TunelabError
 from tunelab.models.artifact import load_run_model
 from tunelab.recipes import load_recipe, validate
@@ -163,18 +164,7 @@ def test_a_dpo_stage_killed_mid_training_resumes_to_the_same_result(chain, tmp_p
     config = validate(raw)
     from tunelab.tasks.dpo import DPOTask
 
-    original, calls = DPOTask.loss_fn, {"n": 0}
-
-    def crash_in_step_three(self, model, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, model, batch)
-
-    monkeypatch.setattr(DPOTask, "loss_fn", crash_in_step_three)
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(config)
-    monkeypatch.setattr(DPOTask, "loss_fn", original)
+    interrupted_run(monkeypatch, DPOTask, 3, lambda: run_recipe(config))
     (group,) = list((tmp_path / "runs" / "chain").iterdir())
     assert json.loads((group / "dpo" / "checkpoints" / "last" / "position.json").read_text())["step"] == 2
     saved = tmp_path / "saved-cache"
