@@ -122,6 +122,40 @@ class PreferenceConfig(Frozen):
                                   "cache (off with gradient checkpointing, which disables the cache)")
 
 
+class RewardSpec(Frozen):
+    """One reward term: a built-in name or a user function, its weight, and keyword settings."""
+
+    name: str = Field(description="built-in (yes_no, exact_answer, numeric_answer, format_regex, "
+                      "length_penalty) or a user function 'module:function' / 'path/file.py:function'")
+    weight: float = 1.0
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword settings passed to the function")
+
+
+class GRPOConfig(Frozen):
+    """Group Relative Policy Optimization (task: grpo). Per prompt, G completions o_i are sampled from the
+    current policy and scored r_i = Σ_k w_k·reward_k; the advantage A_i = (r_i − mean r) / (std r + 1e-4)
+    (Dr. GRPO, scale_rewards false: r_i − mean r); per completion token t, with the ratio
+    ρ_t = πθ(o_t) / π_old(o_t):  ℓ_t = −min(ρ_t·A, clip(ρ_t, 1−ε_low, 1+ε_high)·A) + β·KL_t(πθ‖π_ref)."""
+
+    num_generations: int = Field(default=4, ge=2, description="G: completions sampled per prompt")
+    max_new_tokens: int = Field(default=64, ge=1, description="longest completion, in tokens")
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature of the rollouts")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling mass of the rollouts")
+    beta: float = Field(default=0.0, ge=0, description="β: weight of the KL to the reference (0: no reference pass)")
+    epsilon: float = Field(default=0.2, gt=0, lt=1, description="ε_low: lower clip of the policy ratio")
+    epsilon_high: float | None = Field(default=None, gt=0, description="ε_high (default ε_low; DAPO raises it)")
+    iterations: int = Field(default=1, ge=1, description="μ: optimizer steps on one set of rollouts")
+    scale_rewards: bool = Field(default=True, description="divide advantages by the group's reward std "
+                                "(false: Dr. GRPO)")
+    loss_aggregation: Literal["sequence", "token"] = Field(
+        default="sequence", description="sequence: mean over each completion's tokens, then over completions "
+        "(GRPO); token: mean over every completion token of the optimizer step (DAPO)")
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(name="exact_answer")], description="reward terms, summed with weights")
+    answer: Literal["none", "exact", "yes_no", "numeric"] = Field(
+        default="exact", description="how the eval split's accuracy is judged against the answer column")
+
+
 class VisionConfig(Frozen):
     """Image classification (task: image_classification): input size, augmentation, loss and CPU speed."""
 
@@ -170,6 +204,7 @@ class RunConfig(Frozen):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     vision: VisionConfig = Field(default_factory=VisionConfig)
     qa: QAConfig = Field(default_factory=QAConfig)
     lm: LMConfig = Field(default_factory=LMConfig)

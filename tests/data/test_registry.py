@@ -47,6 +47,14 @@ def test_registered_dataset_feeds_its_task(name):
         task.prepare_data(None, "", None)
         assert task.train_size > 0 and len(task.eval_ids) > 0 and task.tokenizer.vocab_size > 10
         return
+    if spec.task == "grpo":
+        from tests.tasks.tiny_chat import chat_tokenizer
+        from tunelab.data.prompt_rows import load_prompt_rows
+
+        rows, bad = load_prompt_rows(config, chat_tokenizer(), 100_000, need_answer=True)
+        assert len(rows["train"]) > 0 and len(rows["eval"]) > 0 and bad["train"].total == 0
+        assert all(str(answer).strip() for answer in rows["eval"].columns["answer"])
+        return
     if spec.task != "sft":
         pytest.fail(f"{name}: no check yet for task {spec.task!r}: add one here")
     frames = load_frames(config)

@@ -1,6 +1,5 @@
 """Named datasets: vendored slices (always there) and ../shared/data copies (benchmarks), each for a
-task that trains on it (classification, sft, qa).
-task that trains on it (classification, sft or lm).
+task that trains on it (classification, sft, qa, lm, grpo; DPO reads the sft preference sets).
 
 `resolve_dataset(name)` returns file paths plus the column roles a task needs, so recipes can say
 `data.dataset: ag_news_demo` instead of repeating paths and column mappings. Hub ids (`owner/name`) and
@@ -80,6 +79,15 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("hh_helpful", "sft", "shared:hh_rlhf/helpful_base_test.jsonl.gz", None, eval_size=300,
                     columns=HH, sft_format="hh", hub="Anthropic/hh-rlhf",
                     description="HH-RLHF helpful-base test pairs (2,354)"),
+        DatasetSpec("causal_judgment", "grpo", "vendored:causal_judgment.jsonl.gz", None, eval_size=40,
+                    columns={"prompt": "prompt", "answer": "answer"}, hub="lukaemon/bbh",
+                    description="BIG-bench causal_judgment (190 yes/no questions), 150 / 40 stratified"),
+        DatasetSpec("gsm8k_rl_small", "grpo", "vendored:gsm8k_train.jsonl.gz", "vendored:gsm8k_test.jsonl.gz",
+                    columns={"prompt": "question", "answer": "answer"}, description="GSM8K 600 / 100 vendored "
+                    "slice as prompts with numeric answers"),
+        DatasetSpec("gsm8k_rl", "grpo", "shared:gsm8k/train.jsonl.gz", "shared:gsm8k/test.jsonl.gz",
+                    columns={"prompt": "question", "answer": "answer"}, hub="openai/gsm8k",
+                    description="GSM8K 7,473 / 1,319 as prompts with numeric answers"),
         DatasetSpec("tinyshakespeare", "lm", "vendored:tinyshakespeare.txt.gz",
                     description="tiny Shakespeare, 1.1M characters (val: a block of data.eval_fraction by position)"),
     ]

@@ -28,6 +28,8 @@ TASK_REGISTRY: dict[str, TaskInfo] = {
     "qa": TaskInfo("tunelab.tasks.qa:QATask", "f1", "extractive question answering (SQuAD v1.1 / 2.0)"),
     "lm": TaskInfo("tunelab.tasks.lm:LMTask", "eval_loss", "causal language modelling from scratch (char GPT)"),
     "dpo": TaskInfo("tunelab.tasks.dpo:DPOTask", "reward_accuracy", "preference optimisation (DPO, IPO, SimPO)"),
+    "grpo": TaskInfo("tunelab.tasks.grpo:GRPOTask", "eval_reward",
+                     "reinforcement fine-tuning with rewards (GRPO, Dr. GRPO, DAPO-style token loss)"),
 }
 
 

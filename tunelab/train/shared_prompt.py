@@ -37,10 +37,9 @@ def _chunk_logps(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tens
     return -F.cross_entropy(logits.float(), targets, reduction="none")  # (n,) log π(target)
 
 
-def summed_target_logps(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
-                        num_rows: int, chunk: int) -> torch.Tensor:
-    """Σ log π(target) per row (num_rows,), projecting `chunk` hidden states at a time to the vocabulary
-    (under activation checkpointing when training: no (N, V) logits tensor is kept for the backward)."""
+def target_logps(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """log π(target) per position (n,) for hidden states (n, H), projecting `chunk` of them at a time to the
+    vocabulary (under activation checkpointing when training: no (n, V) logits tensor is kept for backward)."""
     head = model.get_output_embeddings()
     parts = []
     for start in range(0, targets.shape[0], chunk):
@@ -49,7 +48,13 @@ def summed_target_logps(model: nn.Module, hidden: torch.Tensor, targets: torch.T
             parts.append(checkpoint(_chunk_logps, h_chunk, y_chunk, head.weight, head.bias, use_reentrant=False))
         else:
             parts.append(_chunk_logps(h_chunk, y_chunk, head.weight, head.bias))
-    token_logps = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def summed_target_logps(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                        num_rows: int, chunk: int) -> torch.Tensor:
+    """Σ log π(target) per row (num_rows,); `rows[i]` is the row of position i."""
+    token_logps = target_logps(model, hidden, targets, chunk)
     return hidden.new_zeros(num_rows, dtype=torch.float32).index_add(0, rows, token_logps)
 
 
@@ -88,18 +93,8 @@ def shared_prompt_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk:
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(chosen sums (P,), rejected sums (P,), chosen tokens (P,), rejected tokens (P,)) of the completion
     log-probs, with the prompt computed once per pair (module docstring)."""
-    decoder = model.base_model
-    prompt_len = batch["prompt_len"]
-    n = prompt_len.shape[0]
-    out = decoder(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], use_cache=True)
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(2)
-    last = out.last_hidden_state[torch.arange(n, device=prompt_len.device), prompt_len - 1]  # (P, H)
-    width = batch["completion_ids"].shape[1]
-    positions = prompt_len.repeat_interleave(2)[:, None] + torch.arange(width, device=prompt_len.device)
-    mask = torch.cat([batch["prompt_mask"].repeat_interleave(2, dim=0), batch["completion_mask"]], dim=1)
-    hidden = decoder(input_ids=batch["completion_ids"], attention_mask=mask, position_ids=positions,
-                     past_key_values=cache, use_cache=True).last_hidden_state  # (2P, Lc, H)
+    n = batch["prompt_len"].shape[0]
+    last, hidden = continue_prompts(model, batch, repeats=2)
     keep = batch["completion_targets"] != IGNORE
     rows = torch.cat([torch.arange(2 * n, device=keep.device), keep.nonzero()[:, 0]])
     h = torch.cat([last.repeat_interleave(2, dim=0), hidden[keep]])
@@ -107,3 +102,23 @@ def shared_prompt_logps(model: nn.Module, batch: dict[str, torch.Tensor], chunk:
     sums = summed_target_logps(model, h, y, rows, 2 * n, chunk)
     counts = batch["completion_mask"].sum(1)
     return sums[0::2], sums[1::2], counts[0::2], counts[1::2]
+
+
+def continue_prompts(model: nn.Module, batch: dict[str, torch.Tensor],
+                     repeats: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run P right-padded prompts once, then R = P·repeats completions on their repeated KV cache (rows
+    i·repeats … i·repeats+repeats−1 continue prompt i). Returns the hidden state at each prompt's last real
+    token (P, H), which predicts every continuation's first token, and the completions' states (R, Lc, H)."""
+    decoder = model.base_model
+    prompt_len = batch["prompt_len"]
+    n = prompt_len.shape[0]
+    out = decoder(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"], use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(repeats)
+    last = out.last_hidden_state[torch.arange(n, device=prompt_len.device), prompt_len - 1]  # (P, H)
+    width = batch["completion_ids"].shape[1]
+    positions = prompt_len.repeat_interleave(repeats)[:, None] + torch.arange(width, device=prompt_len.device)
+    mask = torch.cat([batch["prompt_mask"].repeat_interleave(repeats, dim=0), batch["completion_mask"]], dim=1)
+    hidden = decoder(input_ids=batch["completion_ids"], attention_mask=mask, position_ids=positions,
+                     past_key_values=cache, use_cache=True).last_hidden_state  # (R, Lc, H)
+    return last, hidden
