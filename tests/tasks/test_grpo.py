@@ -203,3 +203,43 @@ def test_causal_judgment_split_is_stratified_and_seeded():
     again, _ = load_prompt_rows(DataConfig(dataset="causal_judgment"), chat_tokenizer(), 100_000, True)
     other, _ = load_prompt_rows(DataConfig(dataset="causal_judgment", split_seed=1), chat_tokenizer(), 100_000, True)
     assert again["eval"].columns["id"] == rows["eval"].columns["id"] != other["eval"].columns["id"]
+
+
+def test_bad_prompt_rows_are_counted_and_settings_that_cannot_work_are_refused(tmp_path):
+    config = toy_config(tmp_path)
+    rows = [{"prompt": "what colour is the sky", "answer": "blue"}, {"prompt": "", "answer": "x"},
+            {"prompt": "say hi", "answer": None}, {"prompt": " ".join(["please"] * 40), "answer": "a"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from tests.tasks.tiny_chat import chat_tokenizer
+
+    task = GRPOTask(validate(config))
+    task.prepare_data(chat_tokenizer(), "tiny", None)
+    assert task.train_size == 1
+    assert task.bad["train"].as_dict() == {"empty_prompt": {"count": 1, "first_rows": [1]},
+                                           "missing_answer": {"count": 1, "first_rows": [2]},
+                                           "prompt_too_long": {"count": 1, "first_rows": [3]}}
+    refused = [({"train": {**config["train"], "gradient_checkpointing": True}}, "gradient checkpointing"),
+               ({"grpo": {**config["grpo"], "beta": 0.1}, "adapter": {"variant": "none"}}, "frozen base"),
+               ({"model": {**config["model"], "max_length": 8}, "grpo": {**config["grpo"], "max_new_tokens": 8}},
+                "leaves no room")]
+    for change, message in refused:
+        with pytest.raises(TunelabError, match=message):
+            task = GRPOTask(validate({**config, **change}))
+            task.prepare_data(chat_tokenizer(), "tiny", None)
+
+
+def test_a_broken_reward_stops_the_cli_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = toy_config(tmp_path)
+    config["grpo"]["rewards"] = [{"name": f"{tmp_path / 'my_rewards.py'}:broken"}]
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, "-m", "tunelab", "run", str(recipe)], capture_output=True, text=True)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("tunelab: error")]
+    assert len(errors) == 1 and "broken raised ZeroDivisionError" in errors[0] and "example row" in errors[0]
+    assert "Traceback" not in out.stderr

@@ -68,7 +68,8 @@ def encode_prompt_rows(tokenizer: Any, frame: pd.DataFrame, prompt_col: str, ans
         if not isinstance(text, str) or not text.strip():
             bad.add("empty_prompt", number)
             continue
-        if answer_col is not None and (values.get(answer_col) is None or not str(values.get(answer_col)).strip()):
+        answer = values.get(answer_col) if answer_col is not None else ""
+        if answer is None or (isinstance(answer, float) and np.isnan(answer)) or not str(answer).strip():
             bad.add("missing_answer", number)
             continue
         tokens = encode_text(tokenizer, chat_text(tokenizer, prompt_messages(text, system), add_generation_prompt=True))
