@@ -221,6 +221,12 @@ class RunConfig(Frozen):
     compare_limit: int | None = Field(default=None, ge=1, description="use only the first N compare_prompts")
     output_dir: str = "runs"
 
+    @model_validator(mode="after")
+    def _packing_is_for_sft(self) -> RunConfig:
+        if self.train.packing and self.task != "sft" and not self.stages:
+            raise ValueError(f"train.packing: only task sft packs examples into rows; task {self.task} cannot")
+        return self
+
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:

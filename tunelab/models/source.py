@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import ModelConfig
+from tunelab.errors import TunelabError
 
 
 @dataclass
@@ -70,7 +71,10 @@ def model_source_for(cfg: ModelConfig) -> ModelSource:
         artifact = init_artifact(cfg.init_from)
         if artifact_kind(artifact) == "full":  # a full fine-tune is continued from its saved folder
             cfg = cfg.model_copy(update={"name": str(artifact), "revision": None})
-    resolved = resolve_model(cfg.name, cfg.revision)
+    try:
+        resolved = resolve_model(cfg.name, cfg.revision)
+    except TunelabError as error:  # name the recipe key: the same model may come from several places
+        raise TunelabError(f"model.name: {error}") from None
     tokenizer = load_tokenizer(resolved)
     return PretrainedSource(cfg.name, cfg.revision, resolved.path, resolved.fingerprint, tokenizer,
                             tokenizer_fingerprint(tokenizer))
