@@ -46,6 +46,9 @@ class DataConfig(Frozen):
     system: str | None = Field(default=None, description="system message prepended to every SFT conversation")
     eval_fraction: float = Field(default=0.2, gt=0, lt=1, description="held out when no eval file is given")
     split_seed: int = 0
+    on_error: Literal["skip", "fail"] = Field(
+        default="skip", description="bad rows (unreadable, empty text, missing label, ...): skip = drop, count and "
+        "warn; fail = stop with one line naming the first")
     split: str | None = Field(
         default=None, description="split of a datasets folder or hub id to train on (default: train, or the only one)")
     eval_split: str | None = Field(

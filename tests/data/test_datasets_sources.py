@@ -13,7 +13,7 @@ import pytest
 from tunelab.config import DataConfig  # noqa: E402
 from tunelab.data.conversations import to_conversations  # noqa: E402
 from tunelab.data.loaders import eval_split, open_source, train_split  # noqa: E402
-from tunelab.data.tables import load_frames, load_tables  # noqa: E402
+from tunelab.data.tables import ROW, load_frames, load_tables  # noqa: E402
 from tunelab.errors import TunelabError  # noqa: E402
 
 LABELS = datasets.ClassLabel(names=["neg", "pos"])
@@ -36,7 +36,7 @@ def test_saved_dataset_is_held_out_and_keeps_class_names(tmp_path):
     reviews(20).save_to_disk(tmp_path / "one")
     tables = load_tables(DataConfig(train=str(tmp_path / "one"), eval_fraction=0.25))
     assert (len(tables.train), len(tables.eval)) == (15, 5)
-    assert list(tables.train.columns) == ["text", "label"] and tables.label_names == ("neg", "pos")
+    assert [c for c in tables.train.columns if c != ROW] == ["text", "label"] and tables.label_names == ("neg", "pos")
     everything = sorted(tables.train["text"].tolist() + tables.eval["text"].tolist())
     assert everything == sorted(reviews(20)["text"])  # every row once, none invented
     by_dataset = load_tables(DataConfig(dataset=str(tmp_path / "one"), eval_fraction=0.25))  # same reader

@@ -9,6 +9,7 @@ with no reachable hub fails at once (offline mode is switched on) instead of ret
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tunelab.errors import TunelabError
@@ -192,12 +194,12 @@ def read_table(path: str | Path, key: str = "data.train") -> pd.DataFrame:
         raise TunelabError(f"{key}: file not found: {path}")
     kind = file_format(path)
     try:
-        if kind == "csv":
-            return pd.read_csv(path, keep_default_na=False)
-        if kind == "tsv":
-            return pd.read_csv(path, sep="\t", keep_default_na=False)
+        if kind in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if kind == "csv" else "\t", keep_default_na=False,
+                                encoding_errors="replace")
+            return mark_undecodable(frame)
         if kind == "jsonl":
-            return pd.read_json(path, lines=True)
+            return read_json_lines(path)
         if kind == "json":
             return pd.read_json(path)
         if kind == "parquet":
@@ -207,6 +209,47 @@ def read_table(path: str | Path, key: str = "data.train") -> pd.DataFrame:
         raise
     except (ValueError, UnicodeDecodeError, OSError, ImportError) as exc:
         raise TunelabError(f"{key}: cannot read {path} as {kind}: {first_line(exc)}") from None
+
+
+ISSUE = "_tunelab_issue"  # column naming why a row could not be read ("" when it could)
+UNDECODABLE = "\ufffd"  # what a byte that is not UTF-8 decodes to with errors="replace"
+
+
+def mark_undecodable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Flag rows holding bytes that are not UTF-8, instead of failing the whole file on the first one."""
+    text = frame[[c for c in frame.columns if pd.api.types.is_string_dtype(frame[c])]]
+    if text.empty:
+        return frame
+    bad = text.apply(lambda col: col.astype(str).str.contains(UNDECODABLE, regex=False)).any(axis=1)
+    if bad.any():
+        frame[ISSUE] = np.where(bad, "undecodable_bytes", "")
+    return frame
+
+
+def read_json_lines(path: Path) -> pd.DataFrame:
+    """One record per non-empty line; a line that is not a JSON object (or not UTF-8) becomes an empty
+    row flagged malformed_json / undecodable_bytes, so one bad line costs one row, not the file."""
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    records, issues = [], []
+    with opener(path, "rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                issue = "" if isinstance(record, dict) else "malformed_json"
+            except UnicodeDecodeError:
+                record, issue = {}, "undecodable_bytes"
+            except json.JSONDecodeError:
+                record, issue = {}, "malformed_json"
+            records.append(record if issue == "" else {})
+            issues.append(issue)
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    if any(issues):
+        frame[ISSUE] = issues
+    return frame
 
 
 def read_text_lines(path: Path) -> pd.DataFrame:

@@ -20,7 +20,7 @@ their first row numbers (0-based, in the table as read).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tunelab.data.bad_rows import BadRows
 from tunelab.data.conversations import Message, hh_messages
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text
@@ -35,7 +36,6 @@ from tunelab.train.lm_loss import IGNORE
 from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged, templated_extra
 
 HH_ASSISTANT = "\n\nAssistant:"
-FIRST_ROWS = 5  # row numbers kept per bad-row reason
 
 
 @dataclass(frozen=True)
@@ -44,31 +44,6 @@ class Pair:
     prompt: list[Message]
     chosen: list[Message]
     rejected: list[Message]
-
-
-@dataclass
-class BadRows:
-    """reason -> count and the first row numbers."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    first: dict[str, list[int]] = field(default_factory=dict)
-
-    def add(self, reason: str, row: int) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        rows = self.first.setdefault(reason, [])
-        if len(rows) < FIRST_ROWS:
-            rows.append(row)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {reason: {"count": n, "first_rows": self.first[reason]} for reason, n in self.counts.items()}
-
-    def describe(self) -> str:
-        return "; ".join(f"{n} {reason} (rows {', '.join(map(str, self.first[reason]))})"
-                         for reason, n in self.counts.items())
 
 
 def as_messages(value: Any, role: str) -> list[Message] | None:

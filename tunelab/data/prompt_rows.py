@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from tunelab.config import DataConfig
-from tunelab.data.pairs import BadRows
-from tunelab.data.tables import load_frames, registered_spec
+from tunelab.data.bad_rows import BadRows
+from tunelab.data.tables import ROW, load_frames, registered_spec
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text, prompt_messages
 
@@ -63,7 +63,8 @@ def encode_prompt_rows(tokenizer: Any, frame: pd.DataFrame, prompt_col: str, ans
                        system: str | None, max_prompt: int, bad: BadRows) -> PromptRows:
     kept: list[int] = []
     prompts, ids = [], []
-    for number, values in enumerate(frame.to_dict("records")):
+    for position, values in enumerate(frame.to_dict("records")):
+        number = int(values.get(ROW, position))  # the row as read, when the table was numbered
         text = values.get(prompt_col)
         if not isinstance(text, str) or not text.strip():
             bad.add("empty_prompt", number)
@@ -76,14 +77,15 @@ def encode_prompt_rows(tokenizer: Any, frame: pd.DataFrame, prompt_col: str, ans
         if len(tokens) > max_prompt:
             bad.add("prompt_too_long", number)
             continue
-        kept.append(number)
+        kept.append(position)
         prompts.append(text)
         ids.append(np.asarray(tokens, dtype=np.int64))
     subset = frame.iloc[kept]
-    columns = {str(name): subset[name].tolist() for name in subset.columns}
+    columns = {str(name): subset[name].tolist() for name in subset.columns if name != ROW}
     if answer_col is not None:
         columns["answer"] = subset[answer_col].tolist()
-    return PromptRows(np.asarray(kept, dtype=np.int64), prompts, ids, columns)
+    rows = [int(frame[ROW].iloc[i]) for i in kept] if ROW in frame.columns else kept
+    return PromptRows(np.asarray(rows, dtype=np.int64), prompts, ids, columns)
 
 
 def load_prompt_rows(cfg: DataConfig, tokenizer: Any, max_prompt: int, need_answer: bool,

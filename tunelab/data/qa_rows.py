@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from tunelab.config import DataConfig
+from tunelab.data.bad_rows import BadRows
 from tunelab.data.loaders import read_table
-from tunelab.data.pairs import BadRows
 from tunelab.errors import TunelabError
 
 ROLES = ("question", "context", "answers", "id")

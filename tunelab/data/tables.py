@@ -10,13 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tunelab.assets.datasets import DATASETS, DatasetSpec, locate, locate_all, resolve_dataset
 from tunelab.config import DataConfig
-from tunelab.data.loaders import HUB_ID, LabelNames, eval_split, open_source, read_table, require_columns, train_split
+from tunelab.data.bad_rows import BadRows, enforce
+from tunelab.data.loaders import (
+    HUB_ID,
+    ISSUE,
+    LabelNames,
+    eval_split,
+    open_source,
+    read_table,
+    require_columns,
+    train_split,
+)
 from tunelab.errors import TunelabError
+
+ROW = "_row"  # each row's position in the table as read, for messages that name bad rows
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,8 @@ class Frames:
     spec: DatasetSpec | None
     source: str
     label_names: LabelNames = field(default_factory=dict)
+    bad_train: BadRows = field(default_factory=BadRows)  # rows of the training file(s) that could not be read
+    bad_eval: BadRows = field(default_factory=BadRows)
 
 
 def registered_spec(name: str | None) -> DatasetSpec | None:
@@ -60,6 +75,12 @@ def load_frames(cfg: DataConfig, stratify_on: str | None = None) -> Frames:
     else:
         train, evaluation, label_names, source = source_frames(cfg)
         eval_size = None
+    train, bad_train = split_off_unreadable(train)
+    bad_eval = BadRows()
+    if evaluation is not None:
+        evaluation, bad_eval = split_off_unreadable(evaluation)
+    enforce(bad_train, cfg.on_error, f"the training data of {source}")
+    enforce(bad_eval, cfg.on_error, f"the eval data of {source}")
     if evaluation is None:
         train, evaluation = split_holdout(train, stratify_on, eval_size, cfg.eval_fraction, cfg.split_seed)
     if cfg.limit is not None:
@@ -68,7 +89,22 @@ def load_frames(cfg: DataConfig, stratify_on: str | None = None) -> Frames:
         evaluation = evaluation.sample(n=min(cfg.eval_limit, len(evaluation)), random_state=cfg.split_seed)
     if len(train) == 0 or len(evaluation) == 0:
         raise TunelabError(f"data: {source} gives {len(train)} training and {len(evaluation)} eval rows")
-    return Frames(train.reset_index(drop=True), evaluation.reset_index(drop=True), spec, source, label_names)
+    return Frames(train.reset_index(drop=True), evaluation.reset_index(drop=True), spec, source, label_names,
+                  bad_train, bad_eval)
+
+
+def split_off_unreadable(frame: pd.DataFrame) -> tuple[pd.DataFrame, BadRows]:
+    """Number the rows as read (ROW), then drop the ones a reader flagged (malformed JSON, bytes that are
+    not UTF-8) and count them by reason."""
+    frame = frame.reset_index(drop=True)
+    frame[ROW] = np.arange(len(frame))
+    bad = BadRows()
+    if ISSUE not in frame.columns:
+        return frame, bad
+    flagged = frame[ISSUE].astype(str) != ""
+    for row, reason in zip(frame.index[flagged], frame.loc[flagged, ISSUE], strict=True):
+        bad.add(str(reason), int(row))
+    return frame.loc[~flagged].drop(columns=[ISSUE]), bad
 
 
 def source_frames(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, LabelNames, str]:

@@ -8,6 +8,7 @@ eval split and scores accuracy, macro/weighted F1, MCC and the confusion matrix 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
+from tunelab.data.bad_rows import BadRows, enforce
+from tunelab.data.label_rows import clean_split
 from tunelab.data.tables import join_text, load_tables
 from tunelab.errors import TunelabError
 from tunelab.eval.classification_metrics import classification_metrics, confusion_table
 from tunelab.progress import progress_bar
-from tunelab.rundir import atomic_write_text
+from tunelab.rundir import atomic_write_json, atomic_write_text
 from tunelab.tasks.base import Task
 from tunelab.train.batching import TokenizedSet, bucketed_batches, pad_batch, sorted_batches
 from tunelab.train.tokenize_cache import tokenize_texts
@@ -58,10 +61,20 @@ class ClassificationTask(Task):
         self.eval_set: TokenizedSet | None = None
         self.eval_texts: list[str] = []
         self.pad_id = 0
+        self.bad: dict[str, BadRows] = {"train": BadRows(), "eval": BadRows()}
 
     # ----- data -----
     def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
         tables = load_tables(self.config.data)
+        train, self.bad["train"] = clean_split(tables.train, tables.text_fields, tables.label)
+        known = set(train[tables.label].astype(str))
+        evaluation, self.bad["eval"] = clean_split(tables.eval, tables.text_fields, tables.label, known)
+        for split, bad in self.bad.items():
+            enforce(bad, self.config.data.on_error, f"the {split} data of {tables.source}")
+        if not len(train) or not len(evaluation):
+            raise TunelabError(f"data: {tables.source} has no usable {'training' if not len(train) else 'eval'} "
+                               f"row left ({'; '.join(b.describe() for b in self.bad.values() if b.total)})")
+        tables = replace(tables, train=train, eval=evaluation)
         train_labels, names = encode_labels(tables.train[tables.label], tables.label_names, tables.label)
         string_classes = None if pd.api.types.is_integer_dtype(tables.train[tables.label]) else names
         eval_labels, _ = encode_labels(tables.eval[tables.label], tables.label_names, tables.label,
@@ -147,6 +160,8 @@ class ClassificationTask(Task):
         metrics = classification_metrics(self.eval_set.targets, predictions, self.num_labels)
         if out_dir is not None:
             self.write_eval_files(out_dir, predictions, metrics)
+            metrics.update(bad_train_rows=self.bad["train"].total, bad_eval_rows=self.bad["eval"].total)
+            atomic_write_json(Path(out_dir) / "bad_rows.json", {split: b.as_dict() for split, b in self.bad.items()})
         return metrics
 
     def write_eval_files(self, out_dir: Path, predictions: np.ndarray, metrics: dict[str, Any]) -> None:

@@ -38,7 +38,8 @@ from torch import nn
 
 from tunelab.adapters.inject import adapter_modules
 from tunelab.adapters.switch import disabled
-from tunelab.data.pairs import BadRows, PairTokens, collate_pairs, encode_pairs, frame_pairs
+from tunelab.data.bad_rows import BadRows
+from tunelab.data.pairs import PairTokens, collate_pairs, encode_pairs, frame_pairs
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
 from tunelab.progress import console, progress_bar

@@ -35,7 +35,7 @@ from torch import nn
 
 from tunelab.adapters.inject import adapter_modules
 from tunelab.adapters.switch import disabled
-from tunelab.data.pairs import BadRows
+from tunelab.data.bad_rows import BadRows
 from tunelab.data.prompt_rows import PromptRows, load_prompt_rows
 from tunelab.errors import TunelabError
 from tunelab.eval.generation import stop_token_ids

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
-from tunelab.data.pairs import BadRows
+from tunelab.data.bad_rows import BadRows
 from tunelab.data.qa_rows import QARows, frame_rows, load_qa_frames
 from tunelab.data.qa_windows import QAWindows, encode_windows, max_question_tokens, question_lengths
 from tunelab.errors import TunelabError
