@@ -85,6 +85,8 @@ class TrainConfig(Frozen):
         default_factory=lambda: [0.5, 0.75], description="fractions of training where 'step' divides the lr")
     step_lrs: list[float] = Field(default_factory=lambda: [3e-4, 1e-4])
     clip: float | None = Field(default=1.0, gt=0)
+    nan_patience: int = Field(default=5, ge=1, description="stop after this many steps in a row whose loss or "
+                              "gradients are NaN/inf (each one is skipped with a warning)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 0
     log_every: int = Field(default=10, ge=1)

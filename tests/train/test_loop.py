@@ -84,3 +84,33 @@ def test_warmup_then_linear_decay():
     assert lr_multiplier(0, 100, cfg) == pytest.approx(0.1)
     assert lr_multiplier(9, 100, cfg) == pytest.approx(1.0)
     assert lr_multiplier(99, 100, cfg) == pytest.approx(1 / 90)
+
+
+class NanAtSteps(ToyTask):
+    """The toy task whose loss is NaN on chosen optimizer steps (as an fp16 overflow or a bad batch makes it)."""
+
+    def __init__(self, overrides, nan_steps):
+        super().__init__(overrides)
+        self.nan_steps, self.calls = set(nan_steps), 0
+
+    def loss_fn(self, model, batch):
+        self.calls += 1
+        loss, logged = super().loss_fn(model, batch)
+        return (loss * float("nan") if self.calls in self.nan_steps else loss), logged
+
+
+def test_a_nan_step_is_skipped_and_the_weights_stay_finite(tmp_path):
+    task = NanAtSteps({"train.max_steps": 12}, nan_steps={3, 7})
+    result, model = run_toy(tmp_path, "nan", task=task)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    warnings = [r for r in result.history if "warning" in r]
+    assert [r["step"] for r in warnings] == [3, 7]
+    assert result.metrics["accuracy"] > 0.9  # the other steps trained normally
+
+
+def test_nan_steps_in_a_row_stop_the_run_with_one_line(tmp_path):
+    from tunelab.errors import TunelabError
+
+    task = NanAtSteps({"train.max_steps": 20, "train.nan_patience": 3}, nan_steps={5, 6, 7, 8})
+    with pytest.raises(TunelabError, match="NaN/inf for 3 steps in a row \\(up to step 7\\)"):
+        run_toy(tmp_path, "nan_stop", task=task)

@@ -67,7 +67,7 @@ def total_steps_for(task: Task, cfg: TrainConfig) -> int:
 
 def fresh_position() -> dict[str, Any]:
     return {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "bad_evals": 0,
-            "samples": 0, "tokens": 0, "train_seconds": 0.0, "stopped_early": False}
+            "samples": 0, "tokens": 0, "train_seconds": 0.0, "stopped_early": False, "bad_steps": 0}
 
 
 def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision: Precision,
@@ -101,7 +101,8 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                 started = time.perf_counter()
                 loss, logged = accumulate(model, task, group, position["step"], precision, scaler, device,
                                           prefix_cache)
-                optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
+                applied = optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
+                count_skipped(position, applied, loss, cfg, run)
                 position["train_seconds"] += time.perf_counter() - started
                 position["step"] += 1
                 position["batch"] += len(group)
@@ -191,18 +192,38 @@ def accumulate(model: nn.Module, task: Task, group: list, step: int, precision: 
     return step_loss, {**logged, "tokens": tokens}
 
 
-def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], clip: float | None) -> None:
+def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], clip: float | None) -> bool:
+    """Clip and step; False when the gradients held NaN/inf and the update was skipped. With fp16 the
+    grad scaler skips such steps itself (and lowers its scale); otherwise the gradient norm is checked
+    here, so one overflowing batch does not write NaN into every weight. The schedule advances either way,
+    so a resumed run stays in step with an uninterrupted one."""
     if scaler is not None:
         scaler.unscale_(optimizer)
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(trainable, clip)
+    norm = torch.nn.utils.clip_grad_norm_(trainable, clip if clip is not None else float("inf"))
+    finite = bool(torch.isfinite(norm))
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
-    else:
+    elif finite:
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    return finite
+
+
+def count_skipped(position: dict[str, Any], applied: bool, loss: float, cfg: TrainConfig, run: RunDir) -> None:
+    """Warn on a step with a NaN/inf loss or gradients; stop with one line after `train.nan_patience` in a row."""
+    if applied and math.isfinite(loss):
+        position["bad_steps"] = 0
+        return
+    position["bad_steps"] = position.get("bad_steps", 0) + 1
+    step = position["step"] + 1
+    console.print(f"[yellow]step {step}: the loss or gradients are NaN/inf; update skipped "
+                  f"({position['bad_steps']} in a row)[/]")
+    run.log({"step": step, "warning": "non-finite loss or gradients: update skipped"})
+    if position["bad_steps"] >= cfg.nan_patience:
+        raise TunelabError(f"train: the loss or gradients were NaN/inf for {position['bad_steps']} steps in a row "
+                           f"(up to step {step}); lower train.lr, set train.clip, or use train.precision=fp32")
 
 
 def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], cfg: TrainConfig,
