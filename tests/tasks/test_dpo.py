@@ -16,6 +16,7 @@ from tunelab.adapters.inject import inject_adapters
 from tunelab.adapters.spec import AdapterConfig
 from tunelab.adapters.switch import disabled
 from tunelab.data.pairs import BadRows, collate_pairs, encode_pairs, frame_pairs, split_hh
+from tunelab.errors import TunelabError
 from tunelab.recipes import load_recipe, validate, with_overrides
 from tunelab.runner import load_task, prepare_model, run_recipe
 from tunelab.train.lm_loss import IGNORE
@@ -219,3 +220,23 @@ def test_seed001_trials_recipe_carries_table_2_1():
         12, 128.0, ["q_proj", "k_proj"], 0.2)
     assert (five.preference.beta, five.train.lr, five.train.batch_size, five.train.epochs, five.train.grad_accum) == (
         0.2, 5e-6, 6, 2.0, 2)
+
+
+def test_ultrafeedback_and_orca_pair_schemas():
+    """UltraFeedback-binarized rows repeat the prompt inside chosen/rejected conversations; Orca DPO pairs
+    name the prompt `input` and give each row a system message."""
+    question = "what colour is the sky"
+    user = {"role": "user", "content": question}
+    ultra = pd.DataFrame([{"prompt": question, "prompt_id": "x1", "score_chosen": 9.0, "score_rejected": 2.0,
+                           "chosen": [user, {"role": "assistant", "content": "blue"}],
+                           "rejected": [user, {"role": "assistant", "content": "red"}]}])
+    (pair,), bad = frame_pairs(ultra)
+    assert bad.total == 0 and pair.prompt == [{"role": "user", "content": question}]
+    assert pair.chosen == [{"role": "assistant", "content": "blue"}] and pair.rejected[0]["content"] == "red"
+    orca = pd.DataFrame([{"system": "be brief", "input": question, "chosen": "blue", "rejected": "red"},
+                         {"system": "", "input": "say hi", "chosen": "hello", "rejected": "hello"}])
+    pairs, bad = frame_pairs(orca, columns={"prompt": "input"})
+    assert [m["role"] for m in pairs[0].prompt] == ["system", "user"] and pairs[0].prompt[0]["content"] == "be brief"
+    assert bad.as_dict() == {"chosen_equals_rejected": {"count": 1, "first_rows": [1]}}
+    with pytest.raises(TunelabError, match="data.columns: 'question' not in"):
+        frame_pairs(orca, columns={"prompt": "question"})

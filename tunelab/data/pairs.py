@@ -90,6 +90,9 @@ def row_pair(row: dict[str, Any], number: int, hh: bool) -> Pair | str:
             while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
                 shared += 1
             prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        elif chosen[:len(prompt)] == prompt and rejected[:len(prompt)] == prompt:
+            # UltraFeedback-style rows: a prompt column *and* whole conversations that repeat it
+            chosen, rejected = chosen[len(prompt):], rejected[len(prompt):]
     if not any(m["content"].strip() for m in chosen) or not any(m["content"].strip() for m in rejected):
         return "empty_completion"
     if chosen == rejected:
@@ -107,9 +110,19 @@ def is_hh(frame: pd.DataFrame, fmt: str) -> bool:
     return isinstance(first, str) and first.lstrip(" ").startswith("\n\nHuman:")
 
 
+ROLES = ("prompt", "chosen", "rejected", "system")
+
+
 def frame_pairs(frame: pd.DataFrame, fmt: str = "auto", system: str | None = None,
-                source: str = "data") -> tuple[list[Pair], BadRows]:
-    """Every good row as a Pair, and the bad ones counted."""
+                source: str = "data", columns: dict[str, str] | None = None) -> tuple[list[Pair], BadRows]:
+    """Every good row as a Pair, and the bad ones counted. `columns` maps roles (prompt, chosen, rejected,
+    system) to the table's names, e.g. Orca pairs' {prompt: input}; a `system` column gives each row its
+    own system message (data.system, when set, wins)."""
+    renames = {column: role for role, column in (columns or {}).items() if role in ROLES}
+    missing = [column for column in renames if column not in frame.columns]
+    if missing:
+        raise TunelabError(f"data.columns: {missing[0]!r} not in {source} (columns: {list(frame.columns)})")
+    frame = frame.rename(columns=renames)
     for needed in ("chosen", "rejected"):
         if needed not in frame.columns:
             raise TunelabError(f"data: {source} has no '{needed}' column (columns: {list(frame.columns)}); "
@@ -121,8 +134,10 @@ def frame_pairs(frame: pd.DataFrame, fmt: str = "auto", system: str | None = Non
         if isinstance(pair, str):
             bad.add(pair, number)
             continue
-        if system:
-            pair = Pair(pair.row, [{"role": "system", "content": system}, *pair.prompt], pair.chosen, pair.rejected)
+        row_system = system or (row.get("system") if isinstance(row.get("system"), str) else None)
+        if row_system and row_system.strip():
+            pair = Pair(pair.row, [{"role": "system", "content": row_system}, *pair.prompt], pair.chosen,
+                        pair.rejected)
         pairs.append(pair)
     return pairs, bad
 

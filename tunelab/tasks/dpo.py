@@ -98,7 +98,7 @@ class DPOTask(Task):
         max_length = self.config.model.max_length
         with progress_bar("tokenising preference pairs", total=2) as bar:
             for split, frame in zip(SPLITS, (frames.train, frames.eval), strict=True):
-                pairs, bad = frame_pairs(frame, fmt, cfg.system, f"{frames.source} {split}")
+                pairs, bad = frame_pairs(frame, fmt, cfg.system, f"{frames.source} {split}", cfg.columns)
                 self.tokens[split] = encode_pairs(tokenizer, pairs, max_length, bad, cache_dir, tokenizer_id)
                 self.bad[split] = bad
                 bar.advance()
