@@ -67,6 +67,33 @@ def cmd_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Pre-flight of a recipe without training: data read, tokenised and checked (tunelab.data.preflight);
+    exit 2 when it finds an error. A stage chain is checked stage by stage."""
+    from rich.console import Console
+
+    from tunelab.assets.models import cache_root
+    from tunelab.recipes import load_recipe
+    from tunelab.runner import quiet_transformers
+    from tunelab.stages import stage_config
+    from tunelab.tasks.registry import task_class
+
+    quiet_transformers()
+    config = load_recipe(args.recipe, args.overrides)
+    configs = [stage_config(config, i) for i in range(len(config.stages))] if config.stages else [config]
+    for one in configs:
+        task = task_class(one.task)(one)
+        source = task.model_source()
+        task.prepare_data(source.tokenizer, source.tokenizer_id, cache_root() / "tokens")
+        report = task.preflight()
+        if report is None:
+            print(f"{one.name}: task {one.task} has no pre-flight report yet; its data loaded without errors")
+            continue
+        report.print(full=True, out=Console())
+        report.raise_errors()
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """A sample from a finished language-model run (task: lm), reloaded through load_run_model."""
     from tunelab.models.artifact import load_run_model
@@ -98,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     generate.add_argument("--top-k", type=int, default=200)
     generate.add_argument("--seed", type=int, default=0)
+    check = verbs.add_parser("check", help="pre-flight a recipe: first example with trained tokens highlighted, "
+                                           "balance, lengths, overlap, problems (no training)")
+    add_recipe_args(check)
     verbs.add_parser("models", help="list packaged offline models")
     verbs.add_parser("data", help="list registered datasets")
     budget = verbs.add_parser("budget", help="exact trainable-parameter count of a recipe, per module type")
@@ -118,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": cmd_run, "generate": cmd_generate, "models": cmd_models, "data": cmd_data, "budget": cmd_budget,
+    "run": cmd_run, "check": cmd_check, "generate": cmd_generate, "models": cmd_models, "data": cmd_data,
+    "budget": cmd_budget,
 }
 
 

@@ -171,6 +171,10 @@ def load_task(config: RunConfig):
     check_metric(task, config.eval.metric or task.default_metric)
     source = task.model_source()
     task.prepare_data(source.tokenizer, source.tokenizer_id, cache_root() / "tokens")
+    report = task.preflight()
+    if report is not None:
+        report.print(full=False)
+        report.raise_errors()
     if source.tokenizer is None:  # from scratch: the task built its tokenizer from the data
         source.tokenizer = getattr(task, "tokenizer", None)
     return source, task

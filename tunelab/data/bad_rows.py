@@ -47,14 +47,17 @@ class BadRows:
             del rows[FIRST_ROWS:]
 
 
-def enforce(bad: BadRows, policy: str, where: str) -> None:
-    """`fail`: one line naming the first bad row; `skip`: one warning line (nothing when all rows are good)."""
+def enforce(bad: BadRows, policy: str, where: str, warn: bool = True) -> None:
+    """`fail`: one line naming the first bad row; `skip`: one warning line (nothing when all rows are good;
+    `warn=False` when the task's pre-flight report lists them instead)."""
     if not bad.total:
         return
     if policy == "fail":
         reason = next(iter(bad.counts))
         raise TunelabError(f"{where}: row {bad.first[reason][0]}: {reason.replace('_', ' ')} "
                            f"(data.on_error: fail; with skip such rows are dropped and counted)")
+    if not warn:
+        return
     from tunelab.progress import console
 
     console.print(f"[yellow]{where}: {bad.total} bad rows skipped: {bad.describe()}[/]")

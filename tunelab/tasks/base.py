@@ -35,6 +35,7 @@ from tunelab.config import RunConfig
 from tunelab.tasks.registry import TASK_REGISTRY
 
 if TYPE_CHECKING:
+    from tunelab.data.preflight import Preflight
     from tunelab.models.source import ModelSource
 
 Autocast = Callable[[], AbstractContextManager[Any]] | None
@@ -112,6 +113,11 @@ class Task(ABC):
         """Real (unpadded) tokens in a batch, for tokens/s."""
         mask = batch.get("attention_mask")
         return int(mask.sum()) if mask is not None else 0
+
+    def preflight(self) -> Preflight | None:
+        """What the model will be trained on, checked (tunelab.data.preflight): the first example, balance,
+        lengths, overlap, problems. Called after `prepare_data`; None when the task has nothing to show."""
+        return None
 
     # ----- loss -----
     @abstractmethod

@@ -62,6 +62,8 @@ class ClassificationTask(Task):
         self.eval_texts: list[str] = []
         self.pad_id = 0
         self.bad: dict[str, BadRows] = {"train": BadRows(), "eval": BadRows()}
+        self.tokenizer: Any = None
+        self.train_texts: list[str] = []
 
     # ----- data -----
     def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
@@ -70,7 +72,7 @@ class ClassificationTask(Task):
         known = set(train[tables.label].astype(str))
         evaluation, self.bad["eval"] = clean_split(tables.eval, tables.text_fields, tables.label, known)
         for split, bad in self.bad.items():
-            enforce(bad, self.config.data.on_error, f"the {split} data of {tables.source}")
+            enforce(bad, self.config.data.on_error, f"the {split} data of {tables.source}", warn=False)
         if not len(train) or not len(evaluation):
             raise TunelabError(f"data: {tables.source} has no usable {'training' if not len(train) else 'eval'} "
                                f"row left ({'; '.join(b.describe() for b in self.bad.values() if b.total)})")
@@ -90,6 +92,33 @@ class ClassificationTask(Task):
         self.eval_set = TokenizedSet(tokenize_texts(tokenizer, self.eval_texts, max_length, cache_dir, tokenizer_id,
                                                     "tokenising eval"), eval_labels)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.tokenizer, self.train_texts = tokenizer, train_texts
+
+    def preflight(self):
+        """The first example as the encoder sees it, class balance, lengths and truncation, overlap, bad rows."""
+        from tunelab.data.preflight import Preflight, balance_lines, highlighted, length_lines, overlap_warning
+
+        report = Preflight(f"classification, {self.train_size} train / {len(self.eval_set)} eval rows, "
+                           f"{self.num_labels} classes")
+        ids = self.train_set.ids[0]
+        report.add(f"first training example (label {self.label_names[int(self.train_set.targets[0])]!r})",
+                   [highlighted(self.tokenizer, ids, [True] * len(ids))])
+        lines, warnings = balance_lines(self.train_set.targets.tolist(), self.eval_set.targets.tolist(),
+                                        self.label_names)
+        report.add("classes", lines)
+        report.warnings += warnings
+        lines, truncated = length_lines(self.train_set.lengths, self.config.model.max_length)
+        report.add("lengths (train)", lines)
+        if truncated > 0.25:
+            report.warnings.append(f"{truncated:.0%} of the training texts are cut at model.max_length="
+                                   f"{self.config.model.max_length}")
+        overlap = overlap_warning(self.train_texts, self.eval_texts)
+        if overlap:
+            report.warnings.append(overlap)
+        for split, bad in self.bad.items():
+            if bad.total:
+                report.warnings.append(f"{split}: {bad.total} bad rows skipped: {bad.describe()}")
+        return report
 
     @property
     def num_labels(self) -> int:

@@ -42,7 +42,7 @@ from tunelab.data.bad_rows import BadRows
 from tunelab.data.pairs import PairTokens, collate_pairs, encode_pairs, frame_pairs
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
-from tunelab.progress import console, progress_bar
+from tunelab.progress import progress_bar
 from tunelab.rundir import atomic_write_json, atomic_write_with
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, sorted_batches
@@ -102,15 +102,33 @@ class DPOTask(Task):
                 self.tokens[split] = encode_pairs(tokenizer, pairs, max_length, bad, cache_dir, tokenizer_id)
                 self.bad[split] = bad
                 bar.advance()
-        for split, bad in self.bad.items():
-            if bad.total:
-                console.print(f"[yellow]{split}: {bad.total} bad preference rows not used: {bad.describe()}[/]")
         if not len(self.tokens["train"]) or not len(self.tokens["eval"]):
             raise TunelabError(f"data: no usable preference pair (train {len(self.tokens['train'])}, eval "
                                f"{len(self.tokens['eval'])}) within model.max_length={max_length}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.tokenizer = tokenizer
+
+    def preflight(self):
+        """The first pair (prompt dim, the two scored replies in green), lengths, bad rows."""
+        from tunelab.data.preflight import Preflight, highlighted, length_lines
+
+        tokens = self.tokens["train"]
+        report = Preflight(f"dpo, {len(tokens)} train / {len(self.tokens['eval'])} eval pairs")
+        prompt = tokens.prompt[0].tolist()
+        for name, reply in (("chosen", tokens.chosen[0]), ("rejected", tokens.rejected[0])):
+            reply = reply.tolist()
+            report.add(f"first pair, {name} (green: the tokens whose log-probs are compared)",
+                       [highlighted(self.tokenizer, prompt + reply, [False] * len(prompt) + [True] * len(reply))])
+        lines, truncated = length_lines(tokens.lengths(), self.config.model.max_length)
+        report.add("lengths (prompt + longer reply)", lines)
+        if truncated > 0.25:
+            report.warnings.append(f"{truncated:.0%} of the pairs are cut at model.max_length: their replies are "
+                                   "compared on a prefix only")
+        for split, bad in self.bad.items():
+            if bad.total:
+                report.warnings.append(f"{split}: {bad.total} bad pairs skipped: {bad.describe()}")
+        return report
 
     @property
     def train_size(self) -> int:

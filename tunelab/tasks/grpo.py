@@ -39,7 +39,7 @@ from tunelab.data.bad_rows import BadRows
 from tunelab.data.prompt_rows import PromptRows, load_prompt_rows
 from tunelab.errors import TunelabError
 from tunelab.eval.generation import stop_token_ids
-from tunelab.progress import console, progress_bar
+from tunelab.progress import progress_bar
 from tunelab.rewards.builtin import final_number, first_yes_no, normalize
 from tunelab.rewards.loading import Reward, load_rewards, score
 from tunelab.rundir import atomic_write_json, atomic_write_text
@@ -118,11 +118,27 @@ class GRPOTask(Task):
         need_answer = g.answer != "none" or any(r.label in ("exact_answer", "yes_no", "numeric_answer")
                                                 for r in self.rewards)
         self.rows, self.bad = load_prompt_rows(self.config.data, tokenizer, max_prompt, need_answer)
-        for split, bad in self.bad.items():
-            if bad.total:
-                console.print(f"[yellow]{split}: {bad.total} bad prompt rows not used: {bad.describe()}[/]")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.tokenizer = tokenizer
+
+    def preflight(self):
+        """The first prompt exactly as the policy sees it, the gold answer, prompt lengths, bad rows."""
+        from tunelab.data.preflight import Preflight, highlighted, length_lines
+
+        rows = self.rows["train"]
+        report = Preflight(f"grpo, {len(rows)} train / {len(self.rows['eval'])} eval prompts, "
+                           f"{self.group} completions each")
+        answer = rows.columns["answer"][0] if "answer" in rows.columns else None
+        report.add(f"first prompt (completions are sampled after it; answer {answer!r})",
+                   [highlighted(self.tokenizer, rows.ids[0].tolist(), [False] * len(rows.ids[0]))])
+        room = self.config.model.max_length - self.config.grpo.max_new_tokens
+        lines, _ = length_lines(rows.lengths(), room, "prompt tokens", "model.max_length - grpo.max_new_tokens")
+        report.add("prompt lengths (the rest of model.max_length is kept for the completion)", lines)
+        report.add("rewards", [f"{r.weight:g} x {r.label} {r.args or ''}".rstrip() for r in self.rewards])
+        for split, bad in self.bad.items():
+            if bad.total:
+                report.warnings.append(f"{split}: {bad.total} bad prompt rows skipped: {bad.describe()}")
+        return report
 
     @property
     def train_size(self) -> int:

@@ -79,6 +79,43 @@ class SFTTask(Task):
         if self.config.train.packing:
             self.rows = pack_examples(self.lengths(self.train_ids), max_length)
 
+    def preflight(self):
+        """The first conversation with its trained (assistant) tokens highlighted, whether the end-of-turn
+        token is among them, lengths and truncation, train/eval overlap, packing fill."""
+        from tunelab.data.preflight import Preflight, highlighted, length_lines, overlap_warning
+
+        report = Preflight(f"sft, {len(self.train_ids)} train / {len(self.eval_ids)} eval conversations")
+        ids, targets = self.train_ids[0], self.train_targets[0]
+        trained = [False, *(targets[:-1] != IGNORE)]
+        report.add("first training example (green: tokens with a loss)", [highlighted(self.tokenizer, ids, trained)])
+        eos = self.tokenizer.eos_token_id
+        ends = np.asarray([bool((t == eos).any()) for t in self.train_targets])
+        lengths = self.lengths(self.train_ids)
+        whole = lengths < self.config.model.max_length  # a cut example cannot end with its end-of-turn token
+        ends_whole = float(ends[whole].mean()) if whole.any() else 1.0
+        lines, _ = length_lines(lengths, self.config.model.max_length)
+        report.add("lengths (train)", lines)
+        notes = [f"{ends.mean():.0%} of the training examples train the end-of-turn token "
+                 f"{self.tokenizer.convert_ids_to_tokens(int(eos))!r} ({ends_whole:.0%} of those not cut at "
+                 "model.max_length)"]
+        if self.pad_id == eos:
+            notes.append("pad id = eos id: padding is excluded by the attention mask and the labels come from "
+                         "the assistant mask, so the end-of-turn token is still trained")
+        if self.rows is not None:
+            used = int(self.lengths(self.train_ids).sum())
+            notes.append(f"packing: {len(self.train_ids)} examples in {len(self.rows)} rows, "
+                         f"{used / (len(self.rows) * self.config.model.max_length):.0%} of the row tokens used; "
+                         "position ids restart per example, and transformers builds a block-diagonal causal "
+                         "mask from them (sdpa, eager, flash attention), so examples never see each other")
+        report.add("labels", notes)
+        if ends_whole < 0.9:
+            report.warnings.append(f"only {ends_whole:.0%} of the uncut training examples train the end-of-turn "
+                                   "token: the model may not learn to stop (check the chat template)")
+        overlap = overlap_warning([x.tobytes() for x in self.train_ids], [x.tobytes() for x in self.eval_ids])
+        if overlap:
+            report.warnings.append(overlap)
+        return report
+
     @staticmethod
     def lengths(ids: list[np.ndarray]) -> np.ndarray:
         return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
