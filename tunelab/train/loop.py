@@ -89,6 +89,9 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
         position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
                                    task.generators)
         run.truncate_metrics(position["step"])
+    elif resume:  # killed before its first checkpoint: said aloud, and the lines it logged are dropped
+        console.print(f"{run.path}: no checkpoint yet, so training starts again from step 0")
+        run.truncate_metrics(0)
     eval_every = cfg.eval_every
     first_step, first_seconds = position["step"], position["train_seconds"]
     model.train()
