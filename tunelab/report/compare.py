@@ -211,13 +211,18 @@ def formatted_rows(table: Comparison) -> list[list[str]]:
     return out
 
 
+def ranked_by(table: Comparison) -> str:
+    """'best by' — or 'ranked by' when the top rows are indistinguishable and no row is best."""
+    return "ranked by" if table.verdict.state == "indistinguishable" else "best by"
+
+
 def markdown_table(table: Comparison) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(cell(c.title) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in formatted_rows(table)]
-    note = f"\n\nbest by {table.metric} ({'lower' if lower_is_better(table.metric) else 'higher'} is better)" \
+    note = f"\n\n{ranked_by(table)} {table.metric} ({'lower' if lower_is_better(table.metric) else 'higher'} is better)" \
         if table.metric else ""
     seeds = "; rows over several seeds show mean ± std" if table.grouped else ""
     notes = "".join(f"\n\n{text}" for text in table.verdict.notes)
@@ -286,7 +291,7 @@ def print_table(table: Comparison, title: str = "results") -> None:
     from rich.table import Table
 
     console = Console(width=max(140, 14 * len(table.columns)))
-    caption = "\n".join(([f"best by {table.metric}"] if table.metric else []) + table.verdict.notes)
+    caption = "\n".join(([f"{ranked_by(table)} {table.metric}"] if table.metric else []) + table.verdict.notes)
     rich_table = Table(title=title, caption=caption or None)
     for column in table.columns:
         rich_table.add_column(column.title, overflow="fold")

@@ -92,7 +92,8 @@ def comparison_html(table: Comparison) -> str:
         body.append(f"<tr{css}>{''.join(tds)}</tr>")
     note = ""
     if table.metric:
-        note = (f"<p class='muted'>best row by <code>{esc(table.metric)}</code> "
+        note = (f"<p class='muted'>{'rows ranked' if table.verdict.state == 'indistinguishable' else 'best row'} "
+                f"by <code>{esc(table.metric)}</code> "
                 f"({'lower' if lower_is_better(table.metric) else 'higher'} is better)"
                 f"{'; rows over several seeds show mean ± std' if table.grouped else ''}. "
                 "Click a column header to sort.</p>")

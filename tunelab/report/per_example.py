@@ -143,6 +143,9 @@ LOADERS: dict[str, tuple[str, Callable[[RunRecord], ExampleScores]]] = {
     "qa": ("predictions.jsonl", from_qa_predictions),
     "sft": ("generations.jsonl", from_generations),
 }
+TASK_METRICS: dict[str, tuple[str, ...]] = {  # what each loader can score per example
+    "classification": CLASSIFICATION_METRICS, "image_classification": (*CLASSIFICATION_METRICS, "eval_loss"),
+    "qa": ("exact", "f1"), "sft": ("bleu", "chrf")}
 SENTENCE_LEVEL = {"bleu", "chrf"}  # tested on the mean sentence score, not the corpus score in the table
 
 
@@ -166,10 +169,13 @@ def read_example_scores(record: RunRecord) -> ExampleScores | str:
 
 
 def scores_for_metric(record: RunRecord, scores: ExampleScores | str, metric: str) -> ExampleScores | str:
+    task = task_of(record)
+    if metric not in TASK_METRICS.get(task, ()):
+        return f"{task or 'this task'} writes no per-example {metric}"
     if isinstance(scores, str):
         return scores
     if metric not in scores.statistics:
-        return f"{task_of(record)} writes no per-example {metric}"
+        return f"{scores.source} of {record.label} has no per-example {metric}"
     return check_against_summary(record, metric, scores)
 
 
