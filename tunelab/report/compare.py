@@ -222,8 +222,8 @@ def markdown_table(table: Comparison) -> str:
 
     lines = ["| " + " | ".join(cell(c.title) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in formatted_rows(table)]
-    note = f"\n\n{ranked_by(table)} {table.metric} ({'lower' if lower_is_better(table.metric) else 'higher'} is better)" \
-        if table.metric else ""
+    direction = "lower" if table.metric and lower_is_better(table.metric) else "higher"
+    note = f"\n\n{ranked_by(table)} {table.metric} ({direction} is better)" if table.metric else ""
     seeds = "; rows over several seeds show mean ± std" if table.grouped else ""
     notes = "".join(f"\n\n{text}" for text in table.verdict.notes)
     return "\n".join(lines) + note + seeds + notes
