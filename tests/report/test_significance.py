@@ -138,6 +138,9 @@ def test_compare_marks_best_when_one_run_is_clearly_better(tmp_path, capsys):
     assert args.handler(args) == 0 and "indistinguishable by accuracy at α = 1e-12" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["compare", str(tmp_path), "--alpha", "1.5"])
+    args = parser.parse_args(["report", str(tmp_path), "--alpha", "1e-12"])
+    assert args.handler(args) == 0
+    assert "indistinguishable by accuracy at α = 1e-12" in (tmp_path / "report.html").read_text()
 
 
 def test_identical_predictions_are_flagged(tmp_path):
@@ -201,3 +204,19 @@ def test_qa_f1_is_bootstrapped_per_question_and_sft_loss_is_not_tested(tmp_path)
         make_run(tmp_path / "sft", label, {"eval_loss": loss}, {"train.lr": loss}, task="sft")
     table = build_comparison(find_runs([str(tmp_path / "sft")]))
     assert table.verdict.state == "untested" and "sft writes no per-example eval_loss" in markdown_table(table)
+
+
+def test_sft_sentence_bleu_is_bootstrapped_and_identical_generations_flagged(tmp_path):
+    prompts = [f"prompt {i}" for i in range(30)]
+    runs = (("sft_a", [60.0] * 30, 1e-4), ("sft_b", [20.0, 40.0] * 15, 2e-4), ("sft_c", [20.0, 40.0] * 15, 3e-4))
+    for label, bleu, lr in runs:
+        rows = [{"prompt": p, "generation": f"answer {bleu[i]}", "reference": "ref", "bleu": bleu[i], "chrf": 50.0}
+                for i, p in enumerate(prompts)]
+        make_run(tmp_path, label, {"eval_loss": 1.0, "bleu": float(np.mean(bleu))}, {"train.lr": lr}, task="sft",
+                 files={"generations.jsonl": rows})
+    table = build_comparison(find_runs([str(tmp_path)]), metric="bleu")
+    b = next(r for r in table.rows if r.label == "sft_b")
+    assert b.versus.test == "paired bootstrap" and b.versus.diff == pytest.approx(-30.0) and b.versus.p < 0.001
+    assert table.verdict.state == "best" and [r.label for r in table.rows if r.best] == ["sft_a"]
+    note = "runs sft_b and sft_c made identical predictions on all 30 examples (generations.jsonl)"
+    assert note in table.verdict.notes

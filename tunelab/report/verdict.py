@@ -17,7 +17,7 @@ No multiple-comparison correction is applied: each p is one pairwise test agains
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.eval.direction import lower_is_better
 from tunelab.report.per_example import ExampleScores, read_example_scores, scores_for_metric
@@ -30,6 +30,11 @@ from tunelab.report.significance import (
     welch_difference,
 )
 
+ScoreCache = dict[str, ExampleScores | str]  # run path -> its per-example scores, read once per comparison
+
+if TYPE_CHECKING:  # compare.py imports this module; the Row type only matters to readers and checkers
+    from tunelab.report.compare import Row
+
 
 @dataclass
 class Verdict:
@@ -40,7 +45,7 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
 
 
-def metric_value(row: Any, metric: str) -> float | None:
+def metric_value(row: Row, metric: str) -> float | None:
     cell = row.cells.get(metric)
     if isinstance(cell, tuple):
         return cell[0]
@@ -48,7 +53,7 @@ def metric_value(row: Any, metric: str) -> float | None:
 
 
 def paired_difference(record: RunRecord, reference: RunRecord, metric: str, alpha: float,
-                      cache: dict[Any, ExampleScores | str]) -> Difference | str:
+                      cache: ScoreCache) -> Difference | str:
     """record − reference on the same examples, or the reason there is no paired test."""
     mine = scores_for_metric(record, cached_scores(record, cache), metric)
     theirs = scores_for_metric(reference, cached_scores(reference, cache), metric)
@@ -61,13 +66,13 @@ def paired_difference(record: RunRecord, reference: RunRecord, metric: str, alph
     return paired_bootstrap(mine.statistics[metric], theirs.statistics[metric], mine.n, alpha)
 
 
-def seed_difference(row: Any, reference: Any, metric: str, alpha: float) -> Difference | str:
+def seed_difference(row: Row, reference: Row, metric: str, alpha: float) -> Difference | str:
     values = [[r.metrics[metric] for r in group.records if metric in r.metrics] for group in (row, reference)]
     found = welch_difference(values[0], values[1], alpha)
     return found if found is not None else "needs 2 or more seeds on both sides"
 
 
-def versus(row: Any, reference: Any, metric: str, alpha: float, cache: dict) -> Difference | str:
+def versus(row: Row, reference: Row, metric: str, alpha: float, cache: ScoreCache) -> Difference | str:
     if len(row.records) == 1 and len(reference.records) == 1:
         return paired_difference(row.records[0], reference.records[0], metric, alpha, cache)
     if len(row.records) > 1 and len(reference.records) > 1:
@@ -75,17 +80,17 @@ def versus(row: Any, reference: Any, metric: str, alpha: float, cache: dict) -> 
     return "a seed group against a single run: not tested"
 
 
-def cached_scores(record: RunRecord, cache: dict[Any, ExampleScores | str]) -> ExampleScores | str:
+def cached_scores(record: RunRecord, cache: ScoreCache) -> ExampleScores | str:
     key = str(record.path)
     if key not in cache:
         cache[key] = read_example_scores(record)
     return cache[key]
 
 
-def judge(rows: list[Any], metric: str | None, alpha: float) -> Verdict:
+def judge(rows: list[Row], metric: str | None, alpha: float) -> Verdict:
     """Fill each row's `versus` (a Difference against the best row, or why not), `tied` and seed interval."""
     verdict = Verdict(alpha)
-    cache: dict[Any, ExampleScores | str] = {}
+    cache: ScoreCache = {}
     records = [r for row in rows for r in row.records]
     verdict.notes += identical_notes(records, cache)
     scored = [row for row in rows if metric and metric_value(row, metric) is not None]
@@ -105,7 +110,7 @@ def judge(rows: list[Any], metric: str | None, alpha: float) -> Verdict:
     return verdict
 
 
-def decide(best: Any, runner_up: Any, ranking: list[Any], metric: str, alpha: float, verdict: Verdict) -> str:
+def decide(best: Row, runner_up: Row, ranking: list[Row], metric: str, alpha: float, verdict: Verdict) -> str:
     """Mark best only on a significant win over the runner-up; say which rows are tied otherwise."""
     test = runner_up.versus
     if isinstance(test, str):
@@ -124,7 +129,7 @@ def decide(best: Any, runner_up: Any, ranking: list[Any], metric: str, alpha: fl
             f"at α = {alpha:g} ({against}); their difference may be chance")
 
 
-def identical_notes(records: list[RunRecord], cache: dict[Any, ExampleScores | str]) -> list[str]:
+def identical_notes(records: list[RunRecord], cache: ScoreCache) -> list[str]:
     """'runs A and B made identical predictions on all N examples' for each set of identical runs."""
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for record in records:
@@ -144,7 +149,7 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def versus_text(row: Any) -> str:
+def versus_text(row: Row) -> str:
     """The `vs best` cell: Δ [interval] p (test), the reason there is no test, or the row's own role."""
     if row.best or (row.tied and row.versus is None):
         return "reference"
