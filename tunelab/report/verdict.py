@@ -17,7 +17,7 @@ No multiple-comparison correction is applied: each p is one pairwise test agains
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tunelab.eval.direction import lower_is_better
 from tunelab.report.per_example import ExampleScores, read_example_scores, scores_for_metric
