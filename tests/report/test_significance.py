@@ -220,3 +220,14 @@ def test_sft_sentence_bleu_is_bootstrapped_and_identical_generations_flagged(tmp
     assert table.verdict.state == "best" and [r.label for r in table.rows if r.best] == ["sft_a"]
     note = "runs sft_b and sft_c made identical predictions on all 30 examples (generations.jsonl)"
     assert note in table.verdict.notes
+
+
+def test_runs_without_per_example_files_but_equal_metrics_are_flagged(tmp_path):
+    metrics = {"reward_accuracy": 0.625, "reward_margin": 0.0132, "eval_loss": 0.6899}
+    for label, lr in (("dpo_a", 1e-6), ("dpo_b", 5e-6)):
+        make_run(tmp_path, label, metrics, {"train.lr": lr}, task="dpo")
+    make_run(tmp_path, "dpo_c", {**metrics, "eval_loss": 0.6898}, {"train.lr": 1e-5}, task="dpo")
+    table = build_comparison(find_runs([str(tmp_path)]))
+    note = ("runs dpo_a and dpo_b report identical values of all 3 metrics; their predictions cannot be compared "
+            "(dpo writes no per-example scores)")
+    assert table.verdict.notes[1:] == [note] and table.verdict.state == "untested"

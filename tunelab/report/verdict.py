@@ -10,12 +10,14 @@ The best row keeps its mark only when it beats the runner-up with p < alpha. Whe
 marked best: the best row and every row not significantly different from it are "tied", and the note says the
 top runs are indistinguishable. When the runner-up cannot be tested, the best row is marked by value alone and
 the note says so. Runs that made the very same predictions on the same examples are named in a note
-(two trials with identical scores are usually one model, e.g. a setting that never reached the loss).
+(two trials with identical scores are usually one model, e.g. a setting that never reached the loss);
+runs without per-example files whose every summary metric is equal are named too.
 No multiple-comparison correction is applied: each p is one pairwise test against the best row.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -130,18 +132,24 @@ def decide(best: Row, runner_up: Row, ranking: list[Row], metric: str, alpha: fl
 
 
 def identical_notes(records: list[RunRecord], cache: ScoreCache) -> list[str]:
-    """'runs A and B made identical predictions on all N examples' for each set of identical runs."""
-    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    """'runs A and B made identical predictions on all N examples' for each set of identical runs; for runs
+    with no per-example file (dpo, lm), runs whose every summary metric is equal, to the last digit."""
+    groups: dict[str, list[RunRecord]] = {}
     for record in records:
         scores = cached_scores(record, cache)
         if isinstance(scores, ExampleScores):
-            groups.setdefault((scores.examples, scores.predictions), []).append(record)
+            groups.setdefault(f"{scores.examples}:{scores.predictions}", []).append(record)
+        elif record.metrics:
+            groups.setdefault(json.dumps(record.metrics, sort_keys=True), []).append(record)
     notes = []
-    for members in groups.values():
-        if len(members) > 1:
-            scores = cached_scores(members[0], cache)
-            names = ", ".join(r.label for r in members[:-1]) + f" and {members[-1].label}"
+    for members in (m for m in groups.values() if len(m) > 1):
+        names = ", ".join(r.label for r in members[:-1]) + f" and {members[-1].label}"
+        scores = cached_scores(members[0], cache)
+        if isinstance(scores, ExampleScores):
             notes.append(f"runs {names} made identical predictions on all {scores.n} examples ({scores.source})")
+        else:
+            notes.append(f"runs {names} report identical values of all {len(members[0].metrics)} metrics; their "
+                         f"predictions cannot be compared ({scores})")
     return notes
 
 
