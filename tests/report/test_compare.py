@@ -62,12 +62,19 @@ def test_runs_differing_only_in_seed_show_mean_and_std(tmp_path):
     lora = table.rows[1]
     mean, std, n = lora.cells["accuracy"]
     assert (mean, std, n) == (pytest.approx(0.90), pytest.approx(0.10), 3)
-    assert lora.cells["seeds"] == "0,1,2" and lora.best
+    assert lora.cells["seeds"] == "0,1,2"
+    # 0.90 ± 0.10 against 0.85 ± 0.01 over three seeds is within chance (Welch t): no row is marked best
+    assert not any(r.best for r in table.rows) and all(r.tied for r in table.rows)
+    assert lora.cells["seed_ci"] == (pytest.approx(0.9 - 4.3027 * 0.1 / 3**0.5, abs=1e-4),
+                                     pytest.approx(0.9 + 4.3027 * 0.1 / 3**0.5, abs=1e-4))
     text = markdown_table(table)
     assert "0.9000 ± 0.1000" in text and "mean ± std" in text
+    assert "lora (tied)" in text and "are indistinguishable by accuracy at α = 0.05" in text
     rows = list(csv.DictReader(io.StringIO(csv_text(table))))
     assert rows[1]["label"] == "lora" and float(rows[1]["accuracy"]) == pytest.approx(0.9)
-    assert float(rows[1]["accuracy_std"]) == pytest.approx(0.1) and rows[1]["n"] == "3" and rows[1]["best"] == "1"
+    assert float(rows[1]["accuracy_std"]) == pytest.approx(0.1) and rows[1]["n"] == "3" and rows[1]["best"] == "0"
+    assert rows[1]["tied"] == "1" and rows[0]["vs_best_test"] == "Welch t (seeds)"
+    assert float(rows[0]["vs_best_diff"]) == pytest.approx(-0.05) and float(rows[0]["vs_best_p"]) > 0.05
     ungrouped = build_comparison(find_runs([str(tmp_path)]), group_seeds=False)
     assert len(ungrouped.rows) == 6 and "train.seed" in [c.key for c in ungrouped.columns]
 

@@ -43,7 +43,11 @@ def test_comparison_and_report_written(demo_outcomes):
     _, outcomes = demo_outcomes
     group = outcomes[0].run_dir.parent
     table = (group / "comparison.md").read_text()
-    assert all(label in table for label in ("lora", "dora", "dora_scaled", "ddora")) and "(best)" in table
+    assert all(label in table for label in ("lora", "dora", "dora_scaled", "ddora"))
+    # every row is tested against the best on the same 48 eval texts (McNemar): either a significant best
+    # row or the top rows are indistinguishable, never an untested claim
+    assert "vs best (accuracy" in table and "McNemar exact, n=48" in table and "not tested" not in table
+    assert ("(best)" in table) != ("are indistinguishable by accuracy" in table)
     page = (group / "report.html").read_text()
     assert "id='comparison'" in page and "data:image/png;base64" in page and "adapter.variant" in page
 

@@ -162,6 +162,11 @@ def test_interrupted_run_resumes_exactly_and_reloads(tmp_path, monkeypatch, caps
 
     page = write_report([load_record(full, "vis")], tmp_path / "report.html").read_text()
     assert "section-misclassified" in page and "misclassified vis" in page and "confusion matrix" in page
+    from tunelab.report.per_example import read_example_scores, scores_for_metric
+
+    record = load_record(full, "vis")  # predictions.csv reproduces every summary metric the reports test
+    for metric in ("accuracy", "macro_f1", "weighted_f1", "mcc", "eval_loss"):
+        assert not isinstance(scores_for_metric(record, read_example_scores(record), metric), str), metric
 
     loaded = load_run_model(full)
     loaded.task.prepare_data(None, "", None)

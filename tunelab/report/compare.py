@@ -2,8 +2,10 @@
 
 Columns are chosen from the runs, not from a task: the hyper-parameters whose values differ between
 the runs' config.yaml, the trainable parameter count, every scalar metric the summaries hold (the
-recipe's `eval.metric` first; it decides the best row), then speed and time. Runs whose configs differ
-only in `train.seed` are folded into one row showing mean ± std (sample std) over the seeds.
+recipe's `eval.metric` first; it decides the best row), then each row against the best row (`vs best`: the
+difference, its interval and p; `tunelab.report.verdict`), then speed and time. Runs whose configs differ
+only in `train.seed` are folded into one row showing mean ± std (sample std) over the seeds and the t
+interval of the mean. The best row is marked only when it beats the runner-up at the chosen alpha.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from tunelab.eval.direction import lower_is_better  # noqa: F401 (re-exported)
 from tunelab.report.runs import RunRecord, is_number, records_from_outcomes
+from tunelab.report.verdict import Verdict, judge, versus_text
 from tunelab.rundir import atomic_write_text
 
 IGNORED_KEYS = ("name", "description", "output_dir")
@@ -32,7 +35,7 @@ STATS = [("trainable_params", "trainable"), ("samples_per_s", "samples/s"), ("tr
 class Column:
     key: str
     title: str
-    kind: str  # label | param | seeds | stat | metric
+    kind: str  # label | param | seeds | stat | metric | versus | interval
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Row:
     records: list[RunRecord]
     cells: dict[str, Any] = field(default_factory=dict)  # a value, or (mean, std, n) for a seed group
     best: bool = False
+    versus: Any = None  # a significance.Difference against the best row, or why there is none
+    tied: bool = False  # indistinguishable from the best row (then no row is marked best)
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Comparison:
     rows: list[Row]
     metric: str | None
     grouped: bool
+    verdict: Verdict = field(default_factory=lambda: Verdict(0.05))
 
 
 def table_config(record: RunRecord) -> dict[str, Any]:
@@ -110,7 +116,7 @@ def mean_of(cell: Any) -> float | None:
 
 
 def build_comparison(records: list[RunRecord], metric: str | None = None, group_seeds: bool = True,
-                     sort: bool = False) -> Comparison:
+                     sort: bool = False, alpha: float = 0.05) -> Comparison:
     configs = [table_config(r) for r in records]
     varying = varying_keys(configs)
     groups: dict[str, list[int]] = {}
@@ -127,14 +133,18 @@ def build_comparison(records: list[RunRecord], metric: str | None = None, group_
     columns += [Column("seeds", "seeds", "seeds")] if grouped else []
     columns += [Column(k, title, "stat") for k, title in STATS[:1] if any(k in r.summary for r in records)]
     columns += [Column(k, k, "metric") for k in metric_keys]
+    if metric and len(groups) > 1:
+        columns += [Column("seed_ci", f"{metric} {100 * (1 - alpha):g}% CI (seeds)", "interval")] if grouped else []
+        columns += [Column("vs_best", f"vs best ({metric}: Δ [{100 * (1 - alpha):g}% CI], p)", "versus")]
     columns += [Column(k, title, "stat") for k, title in STATS[1:] if any(k in r.summary for r in records)]
     rows = [make_row([records[i] for i in members], [configs[i] for i in members], columns)
             for members in groups.values()]
     mark_best(rows, metric)
+    verdict = judge(rows, metric, alpha)
     if sort and metric:
         sign = 1 if lower_is_better(metric) else -1
         rows.sort(key=lambda r: (mean_of(r.cells.get(metric)) is None, sign * (mean_of(r.cells.get(metric)) or 0)))
-    return Comparison(columns, rows, metric, grouped)
+    return Comparison(columns, rows, metric, grouped, verdict)
 
 
 def make_row(records: list[RunRecord], configs: list[dict[str, Any]], columns: list[Column]) -> Row:
@@ -148,6 +158,8 @@ def make_row(records: list[RunRecord], configs: list[dict[str, Any]], columns: l
             row.cells[column.key] = configs[0].get(column.key)
         elif column.kind == "seeds":
             row.cells["seeds"] = ",".join(str(c.get(SEED_KEY)) for c in configs)
+        elif column.kind in ("versus", "interval"):
+            continue  # filled by judge() once every row exists
         elif column.kind == "metric":
             row.cells[column.key] = summarise([r.metrics[column.key] for r in records if column.key in r.metrics]
                                               or [None])
@@ -167,6 +179,8 @@ def mark_best(rows: list[Row], metric: str | None) -> None:
 
 
 def fmt(value: Any, kind: str = "metric") -> str:
+    if kind == "interval":
+        return f"[{value[0]:.4f}, {value[1]:.4f}]" if value else ""
     if isinstance(value, tuple):
         mean, std, _ = value
         return f"{mean:.4f} ± {std:.4f}" if kind == "metric" else f"{fmt(mean, kind)} ± {fmt(std, kind)}"
@@ -186,13 +200,20 @@ def fmt(value: Any, kind: str = "metric") -> str:
 
 
 def formatted_rows(table: Comparison) -> list[list[str]]:
-    """Display cells per row; the best row's label reads '**label** (best)' (markdown-friendly)."""
+    """Display cells per row; the best row's label reads '**label** (best)' (markdown-friendly), rows
+    indistinguishable from the top one 'label (tied)'."""
     out = []
     for row in table.rows:
-        cells = [f"**{row.label}** (best)" if row.best else row.label]
-        cells += [fmt(row.cells.get(c.key), c.kind) for c in table.columns[1:]]
+        cells = [f"**{row.label}** (best)" if row.best else f"{row.label} (tied)" if row.tied else row.label]
+        cells += [versus_text(row) if c.kind == "versus" else fmt(row.cells.get(c.key), c.kind)
+                  for c in table.columns[1:]]
         out.append(cells)
     return out
+
+
+def ranked_by(table: Comparison) -> str:
+    """'best by' — or 'ranked by' when the top rows are indistinguishable and no row is best."""
+    return "ranked by" if table.verdict.state == "indistinguishable" else "best by"
 
 
 def markdown_table(table: Comparison) -> str:
@@ -201,25 +222,47 @@ def markdown_table(table: Comparison) -> str:
 
     lines = ["| " + " | ".join(cell(c.title) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in formatted_rows(table)]
-    note = f"\n\nbest by {table.metric} ({'lower' if lower_is_better(table.metric) else 'higher'} is better)" \
-        if table.metric else ""
+    direction = "lower" if table.metric and lower_is_better(table.metric) else "higher"
+    note = f"\n\n{ranked_by(table)} {table.metric} ({direction} is better)" if table.metric else ""
     seeds = "; rows over several seeds show mean ± std" if table.grouped else ""
-    return "\n".join(lines) + note + seeds
+    notes = "".join(f"\n\n{text}" for text in table.verdict.notes)
+    return "\n".join(lines) + note + seeds + notes
+
+
+def csv_cells(table: Comparison, row: Row) -> list[Any]:
+    """The tests as raw values: seed interval, then vs_best diff, low, high, p, test (or why untested), tied."""
+    values: list[Any] = []
+    if any(c.kind == "interval" for c in table.columns):
+        values += list(row.cells.get("seed_ci") or ("", ""))
+    if any(c.kind == "versus" for c in table.columns):
+        test = row.versus
+        if test is None or isinstance(test, str):
+            values += ["", "", "", "", f"not tested: {test}" if test else ""]
+        else:
+            values += [test.diff, test.low, test.high, test.p, test.test]
+        values += [int(row.tied)]
+    return values
 
 
 def csv_text(table: Comparison) -> str:
     """Raw values; a seed group gives <metric> (mean), <metric>_std and n."""
-    header = [c.key for c in table.columns] + (["n"] if table.grouped else []) + ["best", "run_dirs"]
-    stds = [c.key for c in table.columns if any(isinstance(r.cells.get(c.key), tuple) for r in table.rows)]
-    header[len(table.columns):len(table.columns)] = [f"{k}_std" for k in stds]
+    tests = [c for c in table.columns if c.kind in ("versus", "interval")]
+    plain = [c for c in table.columns if c not in tests]
+    extra = (["seed_ci_low", "seed_ci_high"] if any(c.kind == "interval" for c in tests) else []) + \
+        (["vs_best_diff", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_test", "tied"]
+         if any(c.kind == "versus" for c in tests) else [])
+    header = [c.key for c in plain] + (["n"] if table.grouped else []) + extra + ["best", "run_dirs"]
+    stds = [c.key for c in plain if any(isinstance(r.cells.get(c.key), tuple) for r in table.rows)]
+    header[len(plain):len(plain)] = [f"{k}_std" for k in stds]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     for row in table.rows:
         values = [row.label] + [csv_value(mean_of(v) if isinstance(v, tuple) else v)
-                                for v in (row.cells.get(c.key) for c in table.columns[1:])]
+                                for v in (row.cells.get(c.key) for c in plain[1:])]
         values += [row.cells[k][1] if isinstance(row.cells.get(k), tuple) else "" for k in stds]
         values += [len(row.records)] if table.grouped else []
+        values += [csv_value(v) for v in csv_cells(table, row)]
         values += [int(row.best), ";".join(str(r.path) for r in row.records)]
         writer.writerow(values)
     return buffer.getvalue()
@@ -231,15 +274,15 @@ def csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-def write_comparison(outcomes, folder: Path) -> None:
+def write_comparison(outcomes, folder: Path, alpha: float = 0.05) -> None:
     """comparison.md, comparison.csv and report.html for the runs of one `tunelab run` (or a sweep)."""
     from tunelab.report.html import write_report
 
     records = records_from_outcomes(outcomes)
-    table = build_comparison(records)
+    table = build_comparison(records, alpha=alpha)
     atomic_write_text(Path(folder) / "comparison.md", markdown_table(table) + "\n")
     atomic_write_text(Path(folder) / "comparison.csv", csv_text(table))
-    write_report(records, Path(folder) / "report.html")
+    write_report(records, Path(folder) / "report.html", alpha=alpha)
 
 
 def print_table(table: Comparison, title: str = "results") -> None:
@@ -248,11 +291,12 @@ def print_table(table: Comparison, title: str = "results") -> None:
     from rich.table import Table
 
     console = Console(width=max(140, 14 * len(table.columns)))
-    rich_table = Table(title=title, caption=f"best by {table.metric}" if table.metric else None)
+    caption = "\n".join(([f"{ranked_by(table)} {table.metric}"] if table.metric else []) + table.verdict.notes)
+    rich_table = Table(title=title, caption=caption or None)
     for column in table.columns:
         rich_table.add_column(column.title, overflow="fold")
     for row, cells in zip(table.rows, formatted_rows(table), strict=True):
-        cells[0] = f"{row.label} (best)" if row.best else row.label
+        cells[0] = f"{row.label} (best)" if row.best else f"{row.label} (tied)" if row.tied else row.label
         rich_table.add_row(*(escape(c) for c in cells), style="bold green" if row.best else None)
     console.print(rich_table)
 

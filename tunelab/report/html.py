@@ -48,7 +48,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px soli
 th{background:#f3f3f3;cursor:pointer}td:first-child,th:first-child{text-align:left}.best{background:#e7f7e7;font-weight:bold}
 .scroll{overflow-x:auto}img{max-width:100%;border:1px solid #eee}.grid{display:flex;flex-wrap:wrap;gap:1em}
 .grid figure{margin:0;max-width:32%}figcaption{font-size:12px;color:#555}code{background:#f6f6f6;padding:1px 4px}
-#generations th{text-align:left}
+#generations th{text-align:left}.verdict{font-size:14px;margin:.3em 0}
 td.text{text-align:left;white-space:pre-wrap;vertical-align:top;max-width:28em}.muted{color:#777;font-size:13px}"""
 
 SCRIPT = """document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -83,19 +83,21 @@ def comparison_html(table: Comparison) -> str:
     head = "".join(f"<th data-kind='{esc(c.kind)}'>{esc(c.title)}</th>" for c in table.columns)
     body = []
     for row, cells in zip(table.rows, formatted_rows(table), strict=True):
-        tds = [f"<td>{esc(row.label)}{' (best)' if row.best else ''}</td>"]
+        tds = [f"<td>{esc(row.label)}{' (best)' if row.best else ' (tied)' if row.tied else ''}</td>"]
         for column, text in zip(table.columns[1:], cells[1:], strict=True):
-            value = mean_of(row.cells.get(column.key))
+            value = mean_of(row.cells.get(column.key)) if column.kind not in ("versus", "interval") else None
             sort_key = f" data-v='{value!r}'" if value is not None else ""
             tds.append(f"<td{sort_key}>{esc(text)}</td>")
         css = " class='best'" if row.best else ""
         body.append(f"<tr{css}>{''.join(tds)}</tr>")
     note = ""
     if table.metric:
-        note = (f"<p class='muted'>best row by <code>{esc(table.metric)}</code> "
+        note = (f"<p class='muted'>{'rows ranked' if table.verdict.state == 'indistinguishable' else 'best row'} "
+                f"by <code>{esc(table.metric)}</code> "
                 f"({'lower' if lower_is_better(table.metric) else 'higher'} is better)"
                 f"{'; rows over several seeds show mean ± std' if table.grouped else ''}. "
                 "Click a column header to sort.</p>")
+    note += "".join(f"<p class='verdict'>{esc(text)}</p>" for text in table.verdict.notes)
     return (f"<div class='scroll'><table id='comparison' class='sortable'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table></div>{note}")
 
@@ -128,13 +130,16 @@ def sweep_info(records: list[RunRecord]) -> str:
     return "".join(parts)
 
 
-def render_report(records: list[RunRecord], title: str = "tunelab report", metric: str | None = None) -> str:
-    table = build_comparison(records, metric=metric)
+def render_report(records: list[RunRecord], title: str = "tunelab report", metric: str | None = None,
+                  alpha: float = 0.05) -> str:
+    table = build_comparison(records, metric=metric, alpha=alpha)
     best = next((r for r in table.rows if r.best), None)
+    tied = [r.label for r in table.rows if r.tied]
     ordered = ranked_records(records, table.metric)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     summary_line = (f"{len(records)} run{'s' if len(records) != 1 else ''}; generated {stamp}"
-                    + (f"; best: <b>{esc(best.label)}</b>" if best else ""))
+                    + (f"; best: <b>{esc(best.label)}</b>" if best else "")
+                    + (f"; top runs indistinguishable: {esc(', '.join(tied))}" if tied else ""))
     sections = [
         ("comparison", "Comparison", comparison_html(table) + sweep_info(records)),
         ("config", "Configuration differences", config_diff_html(records, table)),
@@ -156,10 +161,11 @@ def render_report(records: list[RunRecord], title: str = "tunelab report", metri
             f"<script>{SCRIPT}</script></body></html>\n")
 
 
-def write_report(records, path: Path, title: str = "tunelab report", metric: str | None = None) -> Path:
+def write_report(records, path: Path, title: str = "tunelab report", metric: str | None = None,
+                 alpha: float = 0.05) -> Path:
     """Write report.html for RunRecords (or the runner's RunOutcomes)."""
     if records and not isinstance(records[0], RunRecord):
         records = records_from_outcomes(records)
     path = Path(path)
-    atomic_write_text(path, render_report(list(records), title, metric))
+    atomic_write_text(path, render_report(list(records), title, metric, alpha))
     return path

@@ -6,7 +6,8 @@ Algorithm: uint8 images (N, H, W, C) -> per-channel standardisation with the tra
 loss = mean cross-entropy with optional label smoothing ε: (1−ε)·CE(y) + ε·mean_k CE(k).
 Evaluation predicts argmax (with test-time flip: of the mean logits of x and its mirror) on the eval split
 and reports accuracy, macro/weighted F1, MCC, eval_loss; the final evaluation adds per-class accuracy and
-writes predictions.csv, the confusion matrix (md + png) and a grid of misclassified images.
+writes predictions.csv (with each image's cross-entropy, for paired tests in reports), the confusion matrix
+(md + png) and a grid of misclassified images.
 """
 
 from __future__ import annotations
@@ -218,8 +219,10 @@ class ImageClassificationTask(Task):
 
         names, targets = self.label_names, self.eval_y.numpy()
         confidence = torch.softmax(logits, -1).max(-1).values.numpy()
+        loss = F.cross_entropy(logits, self.eval_y, reduction="none").numpy()  # per image: paired tests in reports
         frame = pd.DataFrame({"index": np.arange(len(targets)), "label": [names[i] for i in targets],
-                              "prediction": [names[i] for i in predictions], "confidence": confidence.round(4)})
+                              "prediction": [names[i] for i in predictions], "confidence": confidence.round(4),
+                              "loss": loss.round(6)})
         atomic_write_text(out_dir / "predictions.csv", frame.to_csv(index=False))
         atomic_write_json(out_dir / "per_class_accuracy.json", metrics["per_class_accuracy"])
         atomic_write_text(out_dir / "confusion_matrix.md", confusion_table(metrics["confusion_matrix"], names))

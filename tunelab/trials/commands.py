@@ -51,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tunelab.rundir import atomic_write_text
 
     table = build_comparison(find_runs(args.runs), metric=args.metric, group_seeds=not args.no_group_seeds,
-                             sort=args.sort)
+                             sort=args.sort, alpha=args.alpha)
     if args.markdown:
         atomic_write_text(Path(args.markdown), markdown_table(table) + "\n")
     if args.csv:
@@ -77,9 +77,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         out = Path("report.html")
     write_report(records, out, title=args.title or f"tunelab report: {', '.join(args.runs)}"[:120],
-                 metric=args.metric)
+                 metric=args.metric, alpha=args.alpha)
     print(f"report ({len(records)} runs): {out}")
     return 0
+
+
+def significance_level(text: str) -> float:
+    """--alpha: a probability strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"--alpha must be a number between 0 and 1 (got {text!r})")
+    return value
 
 
 def add_parsers(verbs) -> None:
@@ -111,6 +122,8 @@ def add_parsers(verbs) -> None:
     compare.add_argument("--csv", metavar="FILE", help="also write the CSV table here")
     compare.add_argument("--sort", action="store_true", help="best row first")
     compare.add_argument("--no-group-seeds", action="store_true", help="one row per run, even across seeds")
+    compare.add_argument("--alpha", type=significance_level, default=0.05,
+                         help="significance level: the best row is marked only when p < alpha against the runner-up")
     compare.set_defaults(handler=cmd_compare)
 
     report = verbs.add_parser("report", help="a self-contained HTML report over runs or a sweep")
@@ -118,6 +131,7 @@ def add_parsers(verbs) -> None:
     report.add_argument("-o", "--output", metavar="FILE", help="default: FOLDER/report.html for one folder")
     report.add_argument("--metric", help="metric that picks the best run")
     report.add_argument("--title")
+    report.add_argument("--alpha", type=significance_level, default=0.05, help="significance level (as compare)")
     report.set_defaults(handler=cmd_report)
 
 
