@@ -240,3 +240,27 @@ def test_ultrafeedback_and_orca_pair_schemas():
     assert bad.as_dict() == {"chosen_equals_rejected": {"count": 1, "first_rows": [1]}}
     with pytest.raises(TunelabError, match="data.columns: 'question' not in"):
         frame_pairs(orca, columns={"prompt": "question"})
+
+
+def test_two_dpo_trials_that_learn_the_same_thing_are_flagged(tmp_path):
+    """The puzzle of two DPO trials with identical scores: a setting that changes nothing (here a larger
+    eval batch) gives the same margins on every pair, and the comparison says so instead of ranking them;
+    a trial that does differ (β 0.5) is tested pair by pair against the best."""
+    model_dir = save_chat_model(tmp_path / "model")
+    train, evaluation = write_preferences(tmp_path, repeats=1)
+    config = validate({
+        "name": "trials", "task": "dpo", "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir), "max_length": 24},
+        "data": {"train": str(train), "eval": str(evaluation)},
+        "adapter": {"variant": "lora", "rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
+        "train": {"lr": 5e-3, "epochs": 2, "batch_size": 8, "precision": "fp32", "warmup_ratio": 0.0},
+        "variants": {"a": {}, "same_as_a": {"eval.batch_size": 3}, "beta_05": {"preference.beta": 0.5}},
+    })
+    outcomes = run_recipe(config)
+    assert all((o.run_dir / "pairs.jsonl").is_file() for o in outcomes)
+    from tunelab.report.compare import write_comparison
+
+    write_comparison(outcomes, tmp_path)
+    table = (tmp_path / "comparison.md").read_text()
+    assert "runs a and same_as_a made identical predictions" in table
+    assert "bootstrap" in table  # the rows were tested per pair, not ranked by value alone

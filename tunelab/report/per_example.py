@@ -7,7 +7,9 @@ What each task leaves in its run folder decides what can be tested:
 - qa: predictions.jsonl (id, prediction, gold answers) -> exact, f1 per question (× 100, as the table);
 - sft: generations.jsonl rows with per-sentence bleu / chrf -> the mean sentence score (the table's corpus
   BLEU/chrF is not a mean of sentences, so the test is on the sentence-level mean);
-- dpo, lm, and sft's eval_loss / perplexity: no per-example file, so no paired test.
+- dpo: pairs.jsonl (loss, rewards, margin, win per eval pair) -> every DPO metric (mean per pair);
+- grpo: completions.jsonl (reward, right/wrong per eval prompt) -> eval_reward, accuracy (McNemar);
+- lm, and sft's eval_loss / perplexity: no per-example file, so no paired test.
 Two runs are paired only when `examples` (a sha256 over the example ids/texts and gold) is equal; a file
 whose scores do not reproduce the summary's metric (a stale or edited file) is not used.
 """
@@ -137,7 +139,32 @@ def from_generations(record: RunRecord) -> ExampleScores:
     return scores
 
 
+def from_dpo_pairs(record: RunRecord) -> ExampleScores:
+    """DPO's pairs.jsonl: per eval pair the loss, the implicit rewards, the margin and the win (0/1)."""
+    rows = read_jsonl(record.path / "pairs.jsonl")
+    scores = ExampleScores("pairs.jsonl", digest([r["row"] for r in rows]),
+                           digest([round(float(r["reward_margin"]), 6) for r in rows]), len(rows))
+    for metric in ("eval_loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"):
+        scores.statistics[metric] = mean_statistic(np.array([r[metric] for r in rows], dtype=np.float64))
+    return scores
+
+
+def from_grpo_completions(record: RunRecord) -> ExampleScores:
+    """GRPO's completions.jsonl: each eval prompt's greedy answer, its reward and (with an answer) right/wrong."""
+    rows = read_jsonl(record.path / "completions.jsonl")
+    scores = ExampleScores("completions.jsonl", digest([[r["row"], r["prompt"], r.get("answer")] for r in rows]),
+                           digest([r["completion"] for r in rows]), len(rows))
+    scores.statistics["eval_reward"] = mean_statistic(np.array([r["reward"] for r in rows], dtype=np.float64))
+    if rows and all("correct" in r for r in rows):
+        correct = np.array([bool(r["correct"]) for r in rows])
+        scores.statistics["accuracy"] = mean_statistic(correct.astype(np.float64))
+        scores.correct = correct
+    return scores
+
+
 LOADERS: dict[str, tuple[str, Callable[[RunRecord], ExampleScores]]] = {
+    "dpo": ("pairs.jsonl", from_dpo_pairs),
+    "grpo": ("completions.jsonl", from_grpo_completions),
     "classification": ("predictions.csv", from_predictions_csv),
     "image_classification": ("predictions.csv", from_predictions_csv),
     "qa": ("predictions.jsonl", from_qa_predictions),
@@ -145,7 +172,9 @@ LOADERS: dict[str, tuple[str, Callable[[RunRecord], ExampleScores]]] = {
 }
 TASK_METRICS: dict[str, tuple[str, ...]] = {  # what each loader can score per example
     "classification": CLASSIFICATION_METRICS, "image_classification": (*CLASSIFICATION_METRICS, "eval_loss"),
-    "qa": ("exact", "f1"), "sft": ("bleu", "chrf")}
+    "qa": ("exact", "f1"), "sft": ("bleu", "chrf"),
+    "dpo": ("eval_loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"),
+    "grpo": ("eval_reward", "accuracy")}
 SENTENCE_LEVEL = {"bleu", "chrf"}  # tested on the mean sentence score, not the corpus score in the table
 
 

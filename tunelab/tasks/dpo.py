@@ -43,7 +43,7 @@ from tunelab.data.pairs import PairTokens, collate_pairs, encode_pairs, frame_pa
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
 from tunelab.progress import progress_bar
-from tunelab.rundir import atomic_write_json, atomic_write_with
+from tunelab.rundir import atomic_write_json, atomic_write_text, atomic_write_with
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, sorted_batches
 from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss
@@ -262,6 +262,14 @@ class DPOTask(Task):
         return ("eval_loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
 
     # ----- evaluation -----
+    def write_pairs(self, out_dir: Path, values: dict[str, np.ndarray]) -> None:
+        """pairs.jsonl: each eval pair's row and its loss, rewards, margin and win, for paired tests
+        between runs (tunelab.report.per_example) and for reading which pairs a run gets wrong."""
+        rows = self.tokens["eval"].rows
+        lines = [json.dumps({"row": int(rows[i]), **{k: float(v[i]) for k, v in values.items()}}) + "\n"
+                 for i in range(len(rows))]
+        atomic_write_text(out_dir / "pairs.jsonl", "".join(lines))
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None, prefix=None) -> dict[str, Any]:
         """Pair means over the eval split; `prefix` is never given (no frozen-prefix inputs)."""
@@ -270,14 +278,16 @@ class DPOTask(Task):
         device = next(model.parameters()).device
         tokens = self.tokens["eval"]
         sums = dict.fromkeys(("eval_loss", *self.periodic_metrics()[1:]), 0.0)
+        per_pair_values = {name: np.zeros(len(tokens)) for name in sums}
         with progress_bar("evaluating", total=len(tokens)) as bar:
             for index in sorted_batches(tokens.lengths(), self.config.eval.batch_size):
                 batch = {k: v.to(device) for k, v in self.collate(index, split="eval").items()}
                 with autocast() if autocast else torch.autocast(device.type, enabled=False):
                     per_pair, rewards = self.pair_losses(model, batch)
-                sums["eval_loss"] += float(per_pair.float().sum())
-                for name, value in rewards.items():
-                    sums[name] += float(value.float().sum())
+                for name, value in {"eval_loss": per_pair, **rewards}.items():
+                    values = value.detach().float().cpu().numpy()
+                    sums[name] += float(values.sum())
+                    per_pair_values[name][index] = values
                 bar.advance(len(index))
         metrics: dict[str, Any] = {name: total / len(tokens) for name, total in sums.items()}
         metrics.update(eval_pairs=len(tokens), bad_train_rows=self.bad["train"].total,
@@ -285,4 +295,5 @@ class DPOTask(Task):
         if out_dir is not None:
             report = {split: bad.as_dict() for split, bad in self.bad.items()}
             atomic_write_json(Path(out_dir) / "bad_rows.json", report)
+            self.write_pairs(Path(out_dir), per_pair_values)
         return metrics
