@@ -229,5 +229,5 @@ def test_runs_without_per_example_files_but_equal_metrics_are_flagged(tmp_path):
     make_run(tmp_path, "dpo_c", {**metrics, "eval_loss": 0.6898}, {"train.lr": 1e-5}, task="dpo")
     table = build_comparison(find_runs([str(tmp_path)]))
     note = ("runs dpo_a and dpo_b report identical values of all 3 metrics; their predictions cannot be compared "
-            "(dpo writes no per-example scores)")
+            "(no pairs.jsonl in dpo_a)")
     assert table.verdict.notes[1:] == [note] and table.verdict.state == "untested"
