@@ -12,11 +12,20 @@ from pathlib import Path
 import pytest
 
 from tunelab.eval.code_problems import load_problems, program_for
-from tunelab.eval.sandbox import SandboxLimits, isolation_layers, network_namespace_works, run_program, run_programs
+from tunelab.eval.sandbox import (
+    SandboxLimits,
+    isolation_layers,
+    landlock_abi,
+    network_namespace_works,
+    run_program,
+    run_programs,
+)
 
 FAST = SandboxLimits(wall_s=5.0, cpu_s=5)
 SHORT = SandboxLimits(wall_s=1.5, cpu_s=1)
 NAMESPACE = network_namespace_works(SandboxLimits().python)
+LANDLOCK = landlock_abi()
+KERNEL_ONLY = SandboxLimits(wall_s=10.0, guards=False)  # the Python guards off: what the kernel layers hold alone
 
 
 def test_canonical_humaneval_solutions_pass_and_wrong_ones_fail() -> None:
@@ -69,8 +78,15 @@ def test_socket_connect_is_refused() -> None:
 @pytest.mark.skipif(not NAMESPACE, reason="unshare -rn does not work here; only the Python guard blocks sockets")
 def test_network_namespace_holds_without_the_python_guard() -> None:
     program = "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n"
-    result = run_program(program, SandboxLimits(wall_s=5.0, guards=False))
+    result = run_program(program, SandboxLimits(wall_s=5.0, guards=False, landlock=False))
     assert result.kind == "crash" and "OSError" in result.message and "unreachable" in result.message
+
+
+@pytest.mark.skipif(LANDLOCK < 4, reason="Landlock TCP rules need ABI 4")
+def test_landlock_refuses_tcp_without_namespace_or_python_guard() -> None:
+    program = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)\n"
+    result = run_program(program, SandboxLimits(wall_s=5.0, guards=False, network_namespace=False))
+    assert result.kind == "crash" and "Permission denied" in result.message
 
 
 def test_write_outside_the_working_directory_is_refused(tmp_path: Path) -> None:
@@ -82,6 +98,26 @@ def test_write_outside_the_working_directory_is_refused(tmp_path: Path) -> None:
         result = run_program(program, FAST)
         assert result.kind == "crash" and "outside the sandbox" in result.message, program
     assert not target.exists()
+
+
+@pytest.mark.skipif(not LANDLOCK, reason="no Landlock in this kernel; only the Python guard refuses outside writes")
+def test_landlock_refuses_outside_writes_without_the_python_guard(tmp_path: Path) -> None:
+    target, marker, victim = tmp_path / "escaped.txt", tmp_path / "touched", tmp_path / "victim.txt"
+    victim.write_text("keep")
+    programs = [f"open({str(target)!r}, 'w').write('x')\n",
+                f"import os\nassert os.system('touch {marker}') == 0\n",  # a child process inherits the rule
+                f"import os\nos.unlink({str(victim)!r})\n"]
+    direct, shell, unlink = run_programs(programs, KERNEL_ONLY, workers=2)
+    assert direct.kind == unlink.kind == "crash" and "Permission denied" in direct.message + unlink.message
+    if os.geteuid() == 0:  # root's fork is not limited, so the shell ran and touch was refused
+        assert shell.kind == "wrong_answer" and "Permission denied" in shell.stderr
+    assert not target.exists() and not marker.exists() and victim.read_text() == "keep"
+
+
+@pytest.mark.skipif(LANDLOCK < 6, reason="Landlock signal scoping needs ABI 6")
+def test_landlock_refuses_signals_to_the_parent_without_the_python_guard() -> None:
+    result = run_program(f"import os\nos.kill({os.getpid()}, 0)\n", KERNEL_ONLY)  # signal 0: only a check
+    assert result.kind == "crash" and "PermissionError" in result.message
 
 
 def test_files_inside_the_working_directory_work_and_the_folder_is_deleted() -> None:
@@ -122,6 +158,7 @@ def test_other_exceptions_are_crashes_with_their_type() -> None:
 def test_isolation_layers_name_what_holds_here() -> None:
     layers = isolation_layers(SandboxLimits())
     assert ("unshare" in layers["network"]) == NAMESPACE
+    assert ("Landlock" in layers["files"]) == bool(LANDLOCK)
     assert ("root ignores" in layers["processes"]) == (os.geteuid() == 0)
 
 

@@ -4,13 +4,15 @@ For one program `run_program`:
 1. makes a fresh temporary folder: `work/` (the program's cwd, holding program.py; HOME and TMPDIR
    point there) beside stdout, stderr and verdict files that the parent opens and hands down as file
    descriptors; the whole folder is deleted afterwards;
-2. starts `[unshare -rn] python -I -c <sandbox_child> SETTINGS` in its own process group with a
+2. starts `[unshare -rn] python -I -B -c <sandbox_child> SETTINGS` in its own process group with a
    cleaned environment (PATH=/usr/bin:/bin, no PYTHONPATH or other PYTHON* variables, which -I ignores
    anyway, one BLAS/OpenMP thread). `unshare -rn` (a new user + network namespace: only a loopback
    that is down) is used when a probe shows it works on this machine;
-3. the child (`sandbox_child`) sets the kernel limits, installs the Python guards, runs the program and
-   writes a verdict; the parent waits up to `wall_s`, then kills the whole process group with SIGKILL,
-   and kills it again after a normal exit to reap anything the program left behind;
+3. the child (`sandbox_child`) sets the kernel limits, applies Landlock where the kernel has it (file
+   changes only inside work/; TCP, outside signals and abstract sockets refused on recent kernels),
+   installs the Python guards, runs the program and writes a verdict; the parent waits up to `wall_s`,
+   then kills the whole process group with SIGKILL, and kills it again after a normal exit to reap
+   anything the program left behind;
 4. the result is the child's verdict, or, when none came back, a kind read from the exit status:
    wall-clock kill or SIGXCPU -> timeout, SIGXFSZ -> crash (file or output over `file_bytes`),
    "MemoryError" in stderr -> memory, any other signal or exit -> crash.
@@ -55,6 +57,7 @@ class SandboxLimits:
     processes: int = 1  # RLIMIT_NPROC; the kernel ignores it for root outside a user namespace
     open_files: int = 64
     network_namespace: bool = True  # use `unshare -rn` when it works here
+    landlock: bool = True  # use Landlock when the kernel has it
     guards: bool = True  # the Python-level guards of sandbox_child.install_guards
     python: str = sys.executable
 
@@ -86,18 +89,36 @@ def network_namespace_works(python: str) -> bool:
     return probe.returncode == 0
 
 
+@functools.lru_cache(maxsize=1)
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: none); see sandbox_child.restrict_with_landlock."""
+    from tunelab.eval.sandbox_child import landlock_abi as kernel_abi
+
+    return kernel_abi()
+
+
+def _landlock(limits: SandboxLimits) -> int:
+    return landlock_abi() if limits.landlock else 0
+
+
 def isolation_layers(limits: SandboxLimits | None = None) -> dict[str, str]:
     """Which layer enforces each boundary on this machine, in words (also written to summary.json)."""
     limits = limits or SandboxLimits()
     namespace = limits.network_namespace and network_namespace_works(limits.python)
+    abi = _landlock(limits)
     guards = "Python guards" if limits.guards else "no Python guards"
     nproc_holds = os.geteuid() != 0  # a namespace's root maps back to real root, which is exempt as well
+    network = [name for name, on in (("unshare -rn (empty network namespace)", namespace),
+                                     (f"Landlock ABI {abi} (TCP bind/connect refused)", abi >= 4)) if on]
     return {
-        "network": ("kernel: unshare -rn, an empty network namespace" if namespace else
-                    f"{guards} only (socket creation refused)" if limits.guards else "none"),
+        "network": (f"kernel: {', '.join(network)}" if network else "no kernel layer")
+                   + (f"; {guards} (socket creation refused)" if limits.guards else ""),
         "processes": (f"kernel: RLIMIT_NPROC={limits.processes}" if nproc_holds else
-                      "none from the kernel (root ignores RLIMIT_NPROC)") + f"; {guards} (fork/exec/subprocess)",
-        "files": f"{guards} (writes outside the working directory refused); no kernel boundary",
+                      "no kernel limit on their number (root ignores RLIMIT_NPROC)")
+                     + (f"; Landlock ABI {abi}: no signals to processes outside" if abi >= 6 else "")
+                     + f"; {guards} (fork/exec/subprocess/kill)",
+        "files": (f"kernel: Landlock ABI {abi}, changes only inside the working directory (reads anywhere)" if abi
+                  else "no kernel boundary") + f"; {guards} (writes outside the working directory refused)",
         "limits": (f"kernel: wall {limits.wall_s:g} s (process-group kill), RLIMIT_CPU {limits.cpu_s} s, "
                    f"RLIMIT_AS {limits.memory_bytes >> 20} MiB, RLIMIT_FSIZE {limits.file_bytes >> 20} MiB"),
     }
@@ -115,6 +136,7 @@ def run_programs(sources: Sequence[str], limits: SandboxLimits | None = None,
     limits = limits or SandboxLimits()
     if limits.network_namespace:
         network_namespace_works(limits.python)  # probe once before the threads start
+    landlock_abi()
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         return list(pool.map(lambda source: run_program(source, limits), sources))
 
@@ -139,9 +161,10 @@ def run_program(source: str, limits: SandboxLimits | None = None) -> SandboxResu
 def _command(limits: SandboxLimits, verdict_fd: int) -> list[str]:
     settings = {"verdict_fd": verdict_fd, "cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
                 "file_bytes": limits.file_bytes, "processes": limits.processes, "open_files": limits.open_files,
-                "guards": limits.guards}
+                "guards": limits.guards, "landlock_abi": _landlock(limits)}
     prefix = ["unshare", "-rn"] if limits.network_namespace and network_namespace_works(limits.python) else []
-    return [*prefix, limits.python, "-I", "-c", CHILD_SOURCE_PATH.read_text(encoding="utf-8"), json.dumps(settings)]
+    child = CHILD_SOURCE_PATH.read_text(encoding="utf-8")
+    return [*prefix, limits.python, "-I", "-B", "-c", child, json.dumps(settings)]
 
 
 def _run_in(base: Path, source: str, limits: SandboxLimits, began: float) -> SandboxResult:

@@ -1,13 +1,15 @@
 """The first code that runs inside a sandboxed interpreter: limits, guards, then the untrusted program.
 
-`sandbox.run_program` starts `python -I -c <this file's text> SETTINGS_JSON` in a fresh working
-directory that holds `program.py`; this script is never imported by tunelab. In order it
+`sandbox.run_program` starts `python -I -B -c <this file's text> SETTINGS_JSON` in a fresh working
+directory that holds `program.py` (tunelab imports this module only to ask `landlock_abi`). In order it
 1. sets the kernel limits (soft = hard, so the program cannot raise them again; the CPU hard limit is
    1 s above the soft one, so SIGXCPU comes first): RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC,
    RLIMIT_NOFILE and RLIMIT_CORE = 0. They are set here, in the child before any untrusted line runs,
    rather than in `subprocess`'s preexec_fn: the parent drives many sandboxes from a thread pool and
    Python documents preexec_fn as unsafe in a threaded parent;
-2. installs the Python-level guards (`install_guards`) unless the settings turn them off;
+2. where the kernel has Landlock and the settings ask for it, restricts file changes to the working
+   directory (and TCP, signals, abstract sockets: `restrict_with_landlock`) for good;
+   then installs the Python-level guards (`install_guards`) unless the settings turn them off;
 3. compiles program.py (SyntaxError -> syntax_error) and runs it as `__main__`, mapping how it ended
    to a kind: AssertionError -> wrong_answer, MemoryError -> memory, any other exception or a call to
    exit() -> crash, reaching the end -> passed;
@@ -21,6 +23,7 @@ parent then classifies it from the exit status.
 from __future__ import annotations
 
 import builtins
+import ctypes
 import io
 import json
 import os
@@ -37,6 +40,24 @@ PROGRAM = "program.py"
 MESSAGE_CHARS = 300
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
+# Landlock (linux/landlock.h): syscall numbers are the same on every architecture.
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LANDLOCK_CREATE_RULESET_VERSION, LANDLOCK_RULE_PATH_BENEATH, PR_SET_NO_NEW_PRIVS = 1, 1, 38
+FS_WRITE_FILE, FS_REFER, FS_TRUNCATE = 1 << 1, 1 << 13, 1 << 14
+FS_CHANGES = sum(1 << bit for bit in (1, 4, 5, 6, 7, 8, 9, 10, 11, 12))  # write, remove, make dir/file/link/...
+NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
 
 def apply_limits(settings: dict[str, Any]) -> None:
     cpu_s = settings["cpu_s"]
@@ -46,6 +67,54 @@ def apply_limits(settings: dict[str, Any]) -> None:
               (resource.RLIMIT_NOFILE, settings["open_files"]), (resource.RLIMIT_CORE, 0)]
     for which, value in limits:
         resource.setrlimit(which, (value, value))
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 where Landlock is absent or disabled."""
+    try:
+        version = _libc().syscall(ctypes.c_long(LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                                  ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    except (OSError, AttributeError):
+        return 0
+    return max(0, int(version))
+
+
+def _check(result: int, what: str) -> None:
+    if result < 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def restrict_with_landlock(root: str, abi: int) -> None:
+    """Kernel rule for this process and all it starts: file changes only beneath `root` (and writes to
+    /dev/null); reads stay allowed everywhere. From ABI 4 on, TCP bind/connect are refused too; from
+    ABI 6 on, signals to processes outside the sandbox and abstract unix sockets outside it as well.
+    Files already open (stdout, stderr, the verdict) stay writable: Landlock checks at open time."""
+    changes = FS_CHANGES | (FS_REFER if abi >= 2 else 0) | (FS_TRUNCATE if abi >= 3 else 0)
+    attr = _RulesetAttr(changes, NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
+                        SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # older kernels reject fields they do not know
+    libc = _libc()
+    ruleset = libc.syscall(ctypes.c_long(LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(size),
+                           ctypes.c_uint32(0))
+    _check(ruleset, "landlock_create_ruleset")
+    for path, allowed in ((root, changes), ("/dev/null", FS_WRITE_FILE | (FS_TRUNCATE if abi >= 3 else 0))):
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        rule = _PathBeneathAttr(allowed, fd)
+        _check(libc.syscall(ctypes.c_long(LANDLOCK_ADD_RULE), ctypes.c_int(ruleset),
+                            ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0)),
+               f"landlock_add_rule {path}")
+        os.close(fd)
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(libc.syscall(ctypes.c_long(LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
+           "landlock_restrict_self")
+    os.close(ruleset)
 
 
 def _refuse(name: str) -> Callable[..., Any]:
@@ -157,8 +226,11 @@ def main() -> None:
     apply_limits(settings)
     with open(PROGRAM, encoding="utf-8", errors="replace") as handle:
         source = handle.read()
+    root = os.path.realpath(os.getcwd())
+    if settings["landlock_abi"]:  # fails closed: if the parent expects Landlock, no program runs without it
+        restrict_with_landlock(root, settings["landlock_abi"])
     if settings["guards"]:
-        install_guards(os.path.realpath(os.getcwd()))
+        install_guards(root)
     verdict = run_program(source)
     try:
         sys.stdout.flush()
