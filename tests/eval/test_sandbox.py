@@ -7,6 +7,8 @@ the world outside (no file escaped, no marker written, the parent still runs).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,28 @@ def test_fork_bomb_is_refused_and_leaves_no_process() -> None:
 def test_fork_is_refused_by_the_kernel_without_the_python_guard() -> None:
     result = run_program("import os\nos.fork()\n", SandboxLimits(wall_s=5.0, guards=False))
     assert result.kind == "crash" and "BlockingIOError" in result.message
+
+
+AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"]
+NOBODY_SCRIPT = """import sys
+sys.path.insert(0, sys.argv[1])
+from tunelab.eval.sandbox import SandboxLimits, run_program
+result = run_program("import os\\nos.fork()\\n", SandboxLimits(wall_s=10.0, guards=False, python=sys.executable))
+print(result.kind, result.message)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists() or not shutil.which("setpriv"),
+                    reason="needs root (to become nobody) and a system python3 that nobody can run")
+def test_fork_is_refused_by_the_kernel_for_a_non_root_parent() -> None:
+    """Root ignores RLIMIT_NPROC, so the sandbox is started here as `nobody` with the system python
+    (the project's venv may sit where nobody cannot read it)."""
+    repo = Path(__file__).resolve().parents[2]
+    run = subprocess.run([*AS_NOBODY, NOBODY_SCRIPT, str(repo)], capture_output=True, text=True, timeout=60,
+                         cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, check=False)
+    if run.returncode != 0 and "Permission denied" in run.stderr:
+        pytest.skip(f"nobody cannot read the repository or python: {run.stderr.strip().splitlines()[-1]}")
+    assert run.stdout.startswith("crash BlockingIOError"), run.stdout + run.stderr
 
 
 def test_socket_connect_is_refused() -> None:
