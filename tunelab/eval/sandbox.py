@@ -76,6 +76,13 @@ class SandboxResult:
         return self.kind == "passed"
 
 
+@functools.lru_cache(maxsize=1)
+def child_source() -> str:
+    """sandbox_child.py's text, read once per process: a long evaluation keeps running the harness it
+    started with even if the file changes on disk meanwhile (the parent and child must match)."""
+    return CHILD_SOURCE_PATH.read_text(encoding="utf-8")
+
+
 @functools.lru_cache(maxsize=4)
 def network_namespace_works(python: str) -> bool:
     """Whether `unshare -rn python -I -c pass` runs here (user namespaces are often off in containers)."""
@@ -137,6 +144,7 @@ def run_programs(sources: Sequence[str], limits: SandboxLimits | None = None,
     if limits.network_namespace:
         network_namespace_works(limits.python)  # probe once before the threads start
     landlock_abi()
+    child_source()
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         return list(pool.map(lambda source: run_program(source, limits), sources))
 
@@ -163,8 +171,7 @@ def _command(limits: SandboxLimits, verdict_fd: int) -> list[str]:
                 "file_bytes": limits.file_bytes, "processes": limits.processes, "open_files": limits.open_files,
                 "guards": limits.guards, "landlock_abi": _landlock(limits)}
     prefix = ["unshare", "-rn"] if limits.network_namespace and network_namespace_works(limits.python) else []
-    child = CHILD_SOURCE_PATH.read_text(encoding="utf-8")
-    return [*prefix, limits.python, "-I", "-B", "-c", child, json.dumps(settings)]
+    return [*prefix, limits.python, "-I", "-B", "-c", child_source(), json.dumps(settings)]
 
 
 def _run_in(base: Path, source: str, limits: SandboxLimits, began: float) -> SandboxResult:
