@@ -106,9 +106,14 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], settings: Generatio
 
 
 def encode_prompt(tokenizer: Any, prompt: str, settings: GenerationSettings) -> list[int]:
+    """Token ids of one prompt: chat-formatted (`encode_text`), or the raw text with the tokenizer's usual
+    specials, less a trailing EOS that would tell the model the text is over before it continues."""
     if settings.chat:
         return encode_text(tokenizer, format_prompt(tokenizer, prompt, settings.system))
-    return list(tokenizer(prompt)["input_ids"])
+    ids = list(tokenizer(prompt)["input_ids"])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    added_eos = eos is not None and len(ids) > 1 and ids[-1] == eos and not prompt.endswith(str(tokenizer.eos_token))
+    return ids[:-1] if added_eos else ids
 
 
 def decode_new(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], settings: GenerationSettings) -> str:
