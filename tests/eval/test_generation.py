@@ -9,6 +9,7 @@ from tunelab.errors import TunelabError
 from tunelab.eval.generation import (
     GenerationSettings,
     cut_at_stop,
+    cut_at_stop_string,
     format_prompt,
     generate,
     generate_with_stats,
@@ -81,3 +82,21 @@ def test_cut_at_stop() -> None:
 def test_bad_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(TunelabError, match=f"generation setting {field}="):
         GenerationSettings(**{field: value})
+
+
+def test_raw_continuation_keeps_leading_space_and_stops_at_a_stop_string() -> None:
+    model, tokenizer = tiny_llama(), tiny_tokenizer()
+    raw = GenerationSettings(max_new_tokens=6, chat=False)
+    full = generate_with_stats(model, tokenizer, ["the cat is"], raw)
+    words = full.texts[0].split()
+    assert full.texts[0].startswith(" ") and len(words) == 6  # no template, not stripped
+    stop = f" {words[2]}"
+    cut = generate_with_stats(model, tokenizer, ["the cat is"], GenerationSettings(max_new_tokens=6, chat=False,
+                                                                                   stop=(stop,)))
+    assert cut.texts[0] == full.texts[0][:full.texts[0].index(stop)]
+    assert cut.new_tokens[0] < 6  # generation itself stopped early, not only the text
+
+
+def test_cut_at_stop_string_takes_the_earliest() -> None:
+    assert cut_at_stop_string("    return x\nprint(1)\ndef g", ("\ndef ", "\nprint(")) == "    return x"
+    assert cut_at_stop_string("abc", ("\ndef ",)) == "abc"

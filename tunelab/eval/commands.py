@@ -2,6 +2,7 @@
 
     tunelab eval PROMPTS.jsonl --model SPEC [--model SPEC ...] [--label NAME ...] [--out DIR]
                  [--max-new-tokens 64] [--temperature 0] [--top-p 1.0] [--batch-size 8] [--limit N]
+    tunelab eval humaneval --model SPEC [--n 1] [--k 1,10] [--max-new-tokens 256] ...   (code_commands.py)
 
 cli.py wires it in with `add_parsers(verbs)` and dispatches through `args.handler`.
 """
@@ -27,21 +28,24 @@ def _positive_int(text: str) -> int:
 
 def add_parsers(verbs: Any) -> None:
     """Add the `eval` verb to cli.py's subparsers."""
+    from tunelab.eval.code_commands import add_code_arguments
+
     parser = verbs.add_parser("eval", help="compare chat models on a prompt file: generations, perplexity, "
-                                           "BLEU/chrF, refusals")
-    parser.add_argument("prompts", help="JSONL file (prompt, optional reference, refusal, id) or a packaged set: "
-                                        "seed000, seed001_sft, seed001_dpo")
+                                           "BLEU/chrF, refusals; or `eval humaneval`: pass@k of generated code")
+    parser.add_argument("prompts", help="JSONL file (prompt, optional reference, refusal, id), a packaged set: "
+                                        "seed000, seed001_sft, seed001_dpo; or humaneval (code evaluation)")
     parser.add_argument("--model", action="append", required=True, dest="models", metavar="SPEC", help=SPEC_HELP)
     parser.add_argument("--label", action="append", default=[], dest="labels",
                         help="label for each --model, in order (or write LABEL=SPEC)")
     parser.add_argument("--out", help="output folder (default runs/eval/<run-id>)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    parser.add_argument("--max-new-tokens", type=_positive_int, help="default 64 (humaneval: 256)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature > 0)")
     parser.add_argument("--batch-size", type=_positive_int, default=8)
     parser.add_argument("--limit", type=_positive_int, help="evaluate only the first N prompts")
     parser.add_argument("--system", help="system message sent with every prompt")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    add_code_arguments(parser)
     parser.set_defaults(handler=cmd_eval)
 
 
@@ -55,11 +59,16 @@ def labelled_specs(specs: list[str], labels: list[str]) -> list[str]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tunelab.eval.code_commands import CODE_WORD, check_mode, cmd_code_eval
+
+    check_mode(args)
+    if args.prompts == CODE_WORD:
+        return cmd_code_eval(args)
     from tunelab.eval.generation import GenerationSettings
     from tunelab.eval.suite import evaluate_models
     from tunelab.rundir import new_run_id
 
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens or 64, temperature=args.temperature,
                                   top_p=args.top_p, batch_size=args.batch_size, seed=args.seed, system=args.system)
     out_dir = Path(args.out) if args.out else Path("runs") / "eval" / new_run_id()
     summary = evaluate_models(args.prompts, labelled_specs(args.models, args.labels), out_dir, settings,

@@ -12,6 +12,11 @@ Algorithm:
    eos ids (chat models often end a turn with a token other than eos, e.g. Llama-3's <|eot_id|>);
 4. each row's new tokens are cut before the first stop id and decoded without special tokens.
 
+With `chat=False` (code completion) step 1 tokenizes the raw prompt with the tokenizer's usual specials
+and no template, and step 4 keeps the text exactly, leading indentation included: it is the text the
+prompt + continuation decodes to, minus the text the prompt alone decodes to. `stop` strings end a row
+inside `generate` (`StopOnText`) and the text is cut before the first of them.
+
 Only the settings below steer decoding: repetition penalties, top-k or beams that a model's own
 generation_config may carry are switched off, so base, SFT and DPO checkpoints of one family are
 compared under identical rules.
@@ -42,6 +47,8 @@ class GenerationSettings:
     batch_size: int = 8
     seed: int = 0  # sampling only: the same seed and batch layout give the same samples
     system: str | None = None  # optional system message for every prompt
+    chat: bool = True  # False: continue the raw prompt (a base model completing code), no chat template
+    stop: tuple[str, ...] = ()  # the text is cut before the first of these; generation stops at them
 
     def __post_init__(self) -> None:
         checks = [("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1"),
@@ -98,9 +105,37 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], settings: Generatio
     return generate_with_stats(model, tokenizer, prompts, settings).texts
 
 
+def encode_prompt(tokenizer: Any, prompt: str, settings: GenerationSettings) -> list[int]:
+    """Token ids of one prompt: chat-formatted (`encode_text`), or the raw text with the tokenizer's usual
+    specials, less a trailing EOS that would tell the model the text is over before it continues."""
+    if settings.chat:
+        return encode_text(tokenizer, format_prompt(tokenizer, prompt, settings.system))
+    ids = list(tokenizer(prompt)["input_ids"])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    added_eos = eos is not None and len(ids) > 1 and ids[-1] == eos and not prompt.endswith(str(tokenizer.eos_token))
+    return ids[:-1] if added_eos else ids
+
+
+def decode_new(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], settings: GenerationSettings) -> str:
+    """The generated text: stripped for chat answers; for raw continuations the exact suffix (a tokenizer
+    may drop a leading space or newline when new tokens are decoded alone), cut at the first stop string."""
+    if settings.chat:
+        return cut_at_stop_string(tokenizer.decode(new_ids, skip_special_tokens=True).strip(), settings.stop)
+    prefix = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    whole = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    text = whole[len(prefix):] if whole.startswith(prefix) else tokenizer.decode(new_ids, skip_special_tokens=True)
+    return cut_at_stop_string(text, settings.stop)
+
+
+def cut_at_stop_string(text: str, stops: tuple[str, ...]) -> str:
+    """`text` before the earliest occurrence of any stop string."""
+    cut = min((position for stop in stops if stop and (position := text.find(stop)) >= 0), default=len(text))
+    return text[:cut]
+
+
 def generate_with_stats(model: Any, tokenizer: Any, prompts: list[str],
                         settings: GenerationSettings) -> GenerationOutput:
-    encoded = [encode_text(tokenizer, format_prompt(tokenizer, p, settings.system)) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p, settings) for p in prompts]
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -110,11 +145,11 @@ def generate_with_stats(model: Any, tokenizer: Any, prompts: list[str],
         for start in range(0, len(order), settings.batch_size):
             rows = order[start:start + settings.batch_size]
             began = time.perf_counter()
-            new = _generate_batch(model, [encoded[i] for i in rows], settings, stops, pad_id)
+            new = _generate_batch(model, tokenizer, [encoded[i] for i in rows], settings, stops, pad_id)
             seconds += time.perf_counter() - began
             for i, tokens in zip(rows, new, strict=True):
                 kept, counts[i] = cut_at_stop(tokens, stops)
-                texts[i] = tokenizer.decode(kept, skip_special_tokens=True).strip()
+                texts[i] = decode_new(tokenizer, encoded[i], kept, settings)
     return GenerationOutput(texts, counts, seconds)
 
 
@@ -128,7 +163,7 @@ def cut_at_stop(tokens: list[int], stops: list[int]) -> tuple[list[int], int]:
 
 
 @torch.no_grad()
-def _generate_batch(model: Any, sequences: list[list[int]], settings: GenerationSettings,
+def _generate_batch(model: Any, tokenizer: Any, sequences: list[list[int]], settings: GenerationSettings,
                     stops: list[int], pad_id: int) -> list[list[int]]:
     from transformers import GenerationConfig
 
@@ -141,8 +176,26 @@ def _generate_batch(model: Any, sequences: list[list[int]], settings: Generation
         max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy, num_beams=1,
         repetition_penalty=1.0, no_repeat_ngram_size=0, eos_token_id=stops or None, pad_token_id=pad_id,
         use_cache=True, **sampling)
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+    criteria = [StopOnText(tokenizer, settings.stop, ids.shape[1])] if settings.stop else None
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                         stopping_criteria=criteria)
     return out[:, ids.shape[1]:].tolist()  # (B, new) — generate returns prompt + continuation
+
+
+class StopOnText:
+    """A `generate` stopping criterion: a row is done once its recent new tokens decode to text holding
+    a stop string. Decoding the last `window` tokens keeps the check cheap; a stop string is a few
+    tokens long, so it is always inside the window on the step it completes. (transformers' own
+    `stop_strings` needs a byte-level vocabulary and fails on word-level tokenizers.)"""
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_length: int, window: int = 16) -> None:
+        self.tokenizer, self.stops, self.prompt_length, self.window = tokenizer, stops, prompt_length, window
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
+        done = [any(stop in tail for stop in self.stops) for tail in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def _device(model: Any) -> torch.device:

@@ -175,7 +175,7 @@ def evaluate_models(prompt_file: Path | str, model_specs: list[str], out_dir: Pa
         _free_memory()
         write_generations(out_dir / folder / "generations.jsonl", rows, result)
         results.append(result)
-        models.append({**_spec_record(spec, resolved_model), "generations": f"{folder}/generations.jsonl",
+        models.append({**spec_record(spec, resolved_model), "generations": f"{folder}/generations.jsonl",
                        "metrics": model_metrics(result, rows)})
     summary = {"prompt_file": str(prompt_file), "num_prompts": len(rows), "settings": asdict(settings),
                "device": str(device), "dtype": str(dtype).removeprefix("torch."), "models": models,
@@ -202,7 +202,7 @@ def per_prompt_rows(rows: list[PromptRow], labels: list[str], results: list[Mode
     return table
 
 
-def _spec_record(spec: ModelSpec, resolved: Any) -> dict[str, Any]:
+def spec_record(spec: ModelSpec, resolved: Any) -> dict[str, Any]:
     return {"label": spec.label, "spec": spec.spec, "base": spec.base, "source": resolved.source,
             "revision": resolved.revision, "fingerprint": resolved.fingerprint,
             "adapter": str(spec.adapter_dir) if spec.adapter_dir else None,
