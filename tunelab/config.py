@@ -131,7 +131,7 @@ class RewardSpec(Frozen):
     """One reward term: a built-in name or a user function, its weight, and keyword settings."""
 
     name: str = Field(description="built-in (yes_no, exact_answer, numeric_answer, format_regex, "
-                      "length_penalty) or a user function 'module:function' / 'path/file.py:function'")
+                      "length_penalty, tests_pass) or a user function 'module:function' / 'path/file.py:function'")
     weight: float = 1.0
     args: dict[str, Any] = Field(default_factory=dict, description="keyword settings passed to the function")
 

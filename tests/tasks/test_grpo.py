@@ -243,3 +243,17 @@ def test_a_broken_reward_stops_the_cli_with_one_line(tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.startswith("tunelab: error")]
     assert len(errors) == 1 and "broken raised ZeroDivisionError" in errors[0] and "example row" in errors[0]
     assert "Traceback" not in out.stderr
+
+
+def test_tests_pass_reward_runs_each_answer_against_its_tests_in_the_sandbox():
+    from tunelab.rewards.code import tests_pass
+
+    prompt = 'def add(a, b):\n    """Return a + b."""\n'
+    test = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+    replies = ["    return a + b\n",  # continues the signature
+               "Here you go:\n```python\ndef add(a, b):\n    return b + a\n```\nDone.",  # a fenced chat answer
+               "    return a - b\n",  # wrong
+               "    while True:\n        pass\n",  # never ends: killed at the wall-clock limit
+               "```python\ndef add(a, b)\n    return a + b\n```"]  # syntax error
+    rewards = tests_pass([prompt] * 5, replies, [test] * 5, ["add"] * 5, wall_s=2.0)
+    assert rewards == [1.0, 1.0, 0.0, 0.0, 0.0]

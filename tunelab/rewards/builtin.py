@@ -75,4 +75,11 @@ def length_penalty(prompts: list[str], completions: list[str], max_words: int = 
     return [-min(cap, per_word * max(0, len(c.split()) - max_words)) for c in completions]
 
 
-BUILTIN_REWARDS = {fn.__name__: fn for fn in (exact_answer, yes_no, numeric_answer, format_regex, length_penalty)}
+def _builtins() -> dict:
+    from tunelab.rewards.code import tests_pass  # the sandbox, for code problems
+
+    return {fn.__name__: fn for fn in (exact_answer, yes_no, numeric_answer, format_regex, length_penalty,
+                                       tests_pass)}
+
+
+BUILTIN_REWARDS = _builtins()
