@@ -112,3 +112,18 @@ def test_cli_humaneval_end_to_end_on_a_tiny_model(tmp_path, capsys) -> None:
 def test_cli_refuses_bad_code_options_in_one_line(argv, capsys) -> None:
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("tunelab: error:")
+
+
+def test_chat_replies_become_programs_that_keep_the_prompts_imports():
+    from tunelab.eval.code_eval import chat_continuation, chat_request
+    from tunelab.eval.code_problems import CodeProblem, program_for
+    from tunelab.eval.sandbox import run_programs
+
+    problem = CodeProblem("t/0", 'from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    """Sum."""\n',
+                          "def check(candidate):\n    assert candidate([1, 2, 3]) == 6\n", "total")
+    assert chat_request(problem).endswith(f"```python\n{problem.prompt}```")
+    whole = "Sure!\n```python\ndef total(xs: List[int]) -> int:\n    return sum(xs)\n```\nThis sums the list."
+    body = "    return sum(xs)\n"
+    wrong = "```python\ndef total(xs):\n    return 0\n```"
+    programs = [program_for(problem, chat_continuation(problem, reply)) for reply in (whole, body, wrong)]
+    assert [r.kind for r in run_programs(programs)] == ["passed", "passed", "wrong_answer"]

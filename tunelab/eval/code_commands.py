@@ -16,7 +16,7 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 
 CODE_WORD = "humaneval"
-CODE_OPTIONS = ("n", "k", "problems", "workers", "timeout")
+CODE_OPTIONS = ("n", "k", "problems", "workers", "timeout", "chat")
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
@@ -28,6 +28,8 @@ def add_code_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--k", help="comma-separated k for pass@k (default 1,10; k > n is skipped)")
     group.add_argument("--workers", type=int, help="programs tested at once (default: one per CPU core)")
     group.add_argument("--timeout", type=float, help="wall-clock seconds per test program (default 10)")
+    group.add_argument("--chat", action="store_true", default=None,
+                       help="ask through the chat template and test the code block of each reply (instruct models)")
 
 
 def parse_ks(text: str | None) -> tuple[int, ...]:
@@ -72,7 +74,8 @@ def cmd_code_eval(args: argparse.Namespace) -> int:
     limits = SandboxLimits(wall_s=timeout, cpu_s=max(1, int(timeout + 0.999)))
     out_dir = Path(args.out) if args.out else Path("runs") / "eval" / f"{CODE_WORD}-{new_run_id()}"
     summary = evaluate_code_model(args.problems or CODE_WORD, args.models[0], out_dir, settings, n=n,
-                                  ks=parse_ks(args.k), limits=limits, limit=args.limit, workers=args.workers)
+                                  ks=parse_ks(args.k), limits=limits, limit=args.limit, workers=args.workers,
+                                  chat=bool(args.chat))
     print_code_summary(summary)
     print(f"eval files: {out_dir}")
     return 0

@@ -87,12 +87,32 @@ def write_code_results(out_dir: Path, rows: list[dict[str, Any]], summary: dict[
     atomic_write_json(out_dir / "summary.json", summary)
 
 
+CHAT_INSTRUCTION = "Complete this Python function. Reply with the whole function in one ```python block.\n\n"
+
+
+def chat_request(problem: CodeProblem) -> str:
+    """What a chat model is asked: the instruction, then the problem's signature and docstring."""
+    return f"{CHAT_INSTRUCTION}```python\n{problem.prompt}```"
+
+
+def chat_continuation(problem: CodeProblem, reply: str) -> str:
+    """The text that, after the problem's prompt, makes the program: the reply's code (its first fenced
+    block, else the reply) as a new top-level definition when it defines the entry point (it replaces the
+    docstring-only one of the prompt, whose imports stay), else as the body the prompt is waiting for."""
+    from tunelab.rewards.code import defines, extract_code
+
+    code = extract_code(reply)
+    return "\n" + code if defines(code, problem.entry_point) else code
+
+
 def evaluate_code_model(problem_file: Path | str, model_spec: str, out_dir: Path | str,
                         settings: GenerationSettings, *, n: int = 1, ks: tuple[int, ...] = (1, 10),
                         limits: SandboxLimits | None = None, limit: int | None = None,
-                        workers: int | None = None) -> dict[str, Any]:
+                        workers: int | None = None, chat: bool = False) -> dict[str, Any]:
     """Generate, test and score one model on a problem file; write results.jsonl + summary.json; return
-    the summary."""
+    the summary. `chat`: ask through the chat template (`chat_request`) and test the code of each reply
+    (`chat_continuation`) — how instruction-tuned models are meant to be used — instead of letting the
+    model continue the raw prompt."""
     from tunelab.eval.generation import generate_with_stats
     from tunelab.eval.model_specs import load_spec, parse_specs, pick_device_dtype, resolve_spec
     from tunelab.eval.suite import spec_record
@@ -105,16 +125,22 @@ def evaluate_code_model(problem_file: Path | str, model_spec: str, out_dir: Path
     problems = load_problems(problem_file, limit)
     spec = parse_specs([model_spec])[0]
     resolved = resolve_spec(spec)
-    settings = dataclasses.replace(settings, chat=False, stop=settings.stop or HUMANEVAL_STOPS)
+    settings = (dataclasses.replace(settings, chat=True, stop=()) if chat else
+                dataclasses.replace(settings, chat=False, stop=settings.stop or HUMANEVAL_STOPS))
     device, dtype = pick_device_dtype()
     console.print(f"[bold]{spec.label}[/]: {len(problems)} problems x {n} samples on {device}")
     model, tokenizer = load_spec(spec, resolved, device, dtype)
-    generated = generate_with_stats(model, tokenizer, [p.prompt for p in problems for _ in range(n)], settings)
+    requests = [chat_request(p) if chat else p.prompt for p in problems for _ in range(n)]
+    generated = generate_with_stats(model, tokenizer, requests, settings)
     del model
     completions = [generated.texts[i * n:(i + 1) * n] for i in range(len(problems))]
+    if chat:
+        completions = [[chat_continuation(p, reply) for reply in replies]
+                       for p, replies in zip(problems, completions, strict=True)]
     began = time.monotonic()
     rows = score_completions(problems, completions, ks, limits, workers)
     summary = {**summarise(rows, ks), "problem_file": str(problem_file), "model": spec_record(spec, resolved),
+               "chat": chat,
                "settings": dataclasses.asdict(settings), "sandbox": dataclasses.asdict(limits),
                "isolation": isolation_layers(limits), "device": str(device),
                "dtype": str(dtype).removeprefix("torch."), "generated_tokens": sum(generated.new_tokens),

@@ -25,6 +25,11 @@ def extract_code(reply: str) -> str:
     return match.group(1) if match else reply
 
 
+def defines(code: str, name: str) -> bool:
+    """Whether `code` holds a top-level-or-nested `def name(`."""
+    return re.search(rf"^\s*def\s+{re.escape(str(name))}\s*\(", code, re.MULTILINE) is not None
+
+
 def tests_pass(prompts: list[str], completions: list[str], test: list[str], entry_point: list[str],
                wall_s: float = 5.0, memory_mb: int = 1024, **_: Any) -> list[float]:
     """1.0 per completion whose code passes its row's tests in the sandbox, else 0.0."""
@@ -34,7 +39,7 @@ def tests_pass(prompts: list[str], completions: list[str], test: list[str], entr
     programs = []
     for prompt, completion, tests, entry in zip(prompts, completions, test, entry_point, strict=True):
         code = extract_code(completion)
-        if not re.search(rf"^\s*def\s+{re.escape(str(entry))}\s*\(", code, re.MULTILINE):
+        if not defines(code, entry):
             code = prompt + code
         programs.append(program_for(CodeProblem("", "", str(tests), str(entry)), code))
     limits = SandboxLimits(wall_s=wall_s, cpu_s=max(1, math.ceil(wall_s)), memory_bytes=memory_mb << 20)
