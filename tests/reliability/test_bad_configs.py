@@ -84,7 +84,7 @@ CASES: list[tuple[str, list[str] | dict, str]] = [
     ("one generation per group", {**GRPO, "grpo": {"num_generations": 1}}, "grpo.num_generations"),
     ("KL without a frozen base", {**GRPO, "adapter": {"variant": "none"}, "grpo": {"beta": 0.1}}, "grpo.beta"),
     ("dpo beta 0", {**BASE, "task": "dpo", "preference": {"beta": 0}}, "preference.beta"),
-    ("from-scratch arch for dpo", {**BASE, "task": "dpo", "model": {"arch": {"type": "gpt"}}}, "model"),
+    ("from-scratch arch for dpo", {**BASE, "task": "dpo", "model": {"arch": {"type": "gpt"}}}, "model.arch"),
 ]
 
 

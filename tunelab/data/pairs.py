@@ -125,7 +125,8 @@ def frame_pairs(frame: pd.DataFrame, fmt: str = "auto", system: str | None = Non
     frame = frame.rename(columns=renames)
     for needed in ("chosen", "rejected"):
         if needed not in frame.columns:
-            raise TunelabError(f"data: {source} has no '{needed}' column (columns: {list(frame.columns)}); "
+            shown = [c for c in frame.columns if not str(c).startswith("_")]
+            raise TunelabError(f"data: {source} has no '{needed}' column (columns: {shown}); "
                                "task dpo reads prompt/chosen/rejected rows or HH-RLHF transcripts")
     hh = is_hh(frame, fmt)
     pairs, bad = [], BadRows()

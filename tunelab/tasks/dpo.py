@@ -62,6 +62,9 @@ class DPOTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
+        if config.model.arch is not None:
+            raise TunelabError("model.arch: task dpo fine-tunes a pretrained causal LM; set model.name "
+                               "(a from-scratch model.arch is for tasks lm and image_classification)")
         self.tokens: dict[str, PairTokens] = {}
         self.bad: dict[str, BadRows] = {}
         self.reference: dict[str, np.ndarray] = {}  # split -> (N, 2) reference logps of chosen, rejected

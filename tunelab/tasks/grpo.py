@@ -75,6 +75,9 @@ class GRPOTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
+        if config.model.arch is not None:
+            raise TunelabError("model.arch: task grpo fine-tunes a pretrained causal LM; set model.name "
+                               "(a from-scratch model.arch is for tasks lm and image_classification)")
         self.rows: dict[str, PromptRows] = {}
         self.bad: dict[str, BadRows] = {}
         self.rewards: list[Reward] = load_rewards(config.grpo.rewards)
