@@ -15,12 +15,12 @@ list of asserts runs as it is).
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.json_rows import json_row
 from tunelab.errors import TunelabError
 
 HUMANEVAL = Path(__file__).resolve().parent.parent / "data" / "vendored" / "humaneval.jsonl.gz"
@@ -55,23 +55,13 @@ def load_problems(name: Path | str, limit: int | None = None) -> list[CodeProble
     problems: list[CodeProblem] = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            problems.append(_problem(_json_object(path, number, line), f"{path}:{number}", len(problems) + 1))
+            problems.append(_problem(json_row(path, number, line), f"{path}:{number}", len(problems) + 1))
     if not problems:
         raise TunelabError(f"{path}: no problems (expected JSONL rows with prompt, test and entry_point)")
     ids = [p.task_id for p in problems]
     if len(set(ids)) != len(ids):
         raise TunelabError(f"{path}: task_id {next(i for i in ids if ids.count(i) > 1)!r} appears more than once")
     return problems[:limit] if limit else problems
-
-
-def _json_object(path: Path, number: int, line: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise TunelabError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-    if not isinstance(row, dict):
-        raise TunelabError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-    return row
 
 
 def _problem(row: dict[str, Any], where: str, index: int) -> CodeProblem:

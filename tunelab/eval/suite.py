@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.data.json_rows import json_row
 from tunelab.errors import TunelabError
 from tunelab.eval.eval_report import write_tables
 from tunelab.eval.generation import GenerationOutput, GenerationSettings, generate_with_stats
@@ -78,16 +79,6 @@ def load_prompts(path: Path | str, limit: int | None = None) -> list[PromptRow]:
         duplicate = next(i for i in ids if ids.count(i) > 1)
         raise TunelabError(f"{path}: id {duplicate!r} appears more than once")
     return rows[:limit] if limit else rows
-
-
-def json_row(path: Path, number: int, line: str) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise TunelabError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-    if not isinstance(row, dict):
-        raise TunelabError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-    return row
 
 
 def _prompt_row(row: dict[str, Any], path: Path, number: int, index: int) -> PromptRow:
