@@ -10,12 +10,14 @@ swapped in, so a kill mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -78,8 +80,13 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler
     folder = Path(folder)
     if not (folder / "position.json").is_file():
         raise TunelabError(f"--resume: no complete checkpoint in {folder}")
-    load_trainable_state(model, load_file(str(folder / "trainable.safetensors")))
-    state = torch.load(folder / "state.pt", weights_only=True)
+    load_trainable_state(model, read_weights(folder / "trainable.safetensors"))
+    try:  # weights_only: a state.pt that asks to run code (a crafted pickle) is refused, not executed
+        state = torch.load(folder / "state.pt", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TunelabError(f"--resume: {folder / 'state.pt'} is not a checkpoint tunelab can read safely "
+                           f"({reason[:160]})") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
@@ -100,4 +107,13 @@ def save_best(folder: Path, model: nn.Module) -> None:
 
 
 def load_best(folder: Path, model: nn.Module) -> None:
-    load_trainable_state(model, load_file(str(Path(folder) / "trainable.safetensors")))
+    load_trainable_state(model, read_weights(Path(folder) / "trainable.safetensors"))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or one line saying it is missing or damaged (not a traceback mid-resume)."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise TunelabError(f"--resume: {path} is missing or damaged ({error}); restart the run, or resume from "
+                           "a copy of the run folder with an intact checkpoint") from None
