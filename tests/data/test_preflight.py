@@ -62,3 +62,20 @@ def test_check_verb_prints_the_report_without_training(tmp_path, capsys):
     assert "pre-flight: classification" in out and "also occur in the training data" in out
     assert "90% of the training rows" in out or "bad rows skipped" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_lm_preflight_shows_the_first_window_and_warns_on_val_only_symbols(tmp_path):
+    from tunelab.recipes import load_recipe
+    from tunelab.tasks.lm import LMTask
+
+    text = tmp_path / "t.txt"
+    text.write_text("abcabcabc " * 30 + "xyz" * 10)  # the last 10% (val) holds symbols training never sees
+    config = load_recipe("configs/shakespeare_char_nanogpt.yaml", [
+        "data.dataset=null", f"data.train={text}", "model.arch={type: gpt, n_layer: 1, n_head: 2, n_embd: 16, "
+        "block_size: 8}", "data.split_seed=0"])
+    task = LMTask(config)
+    task.prepare_data(None, "", None)
+    report = task.preflight()
+    heading, (window,) = report.sections[0]
+    assert window == task.tokenizer.decode(task.train_ids[:8].tolist()) and "8 tokens" in heading
+    assert any("occur only in the val text" in w for w in report.warnings)

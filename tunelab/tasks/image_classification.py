@@ -104,6 +104,22 @@ class ImageClassificationTask(Task):
         train_index, eval_index = stratified_split(whole.labels, data.eval_fraction, data.split_seed)
         return subset(whole, train_index), subset(whole, eval_index)
 
+    def preflight(self):
+        """Image shape and normalisation, class balance of both splits, and the augmentation in use."""
+        from tunelab.data.preflight import Preflight, balance_lines
+
+        c, h, w = self.shape
+        report = Preflight(f"image_classification, {len(self.train_y)} train / {len(self.eval_y)} eval images "
+                           f"of {c}x{h}x{w}, {len(self.label_names)} classes")
+        v = self.config.vision
+        report.add("inputs", [f"per-channel mean {[round(m, 3) for m in self.mean]}, std "
+                              f"{[round(x, 3) for x in self.std]} (from the training images)",
+                              f"augmentation: flip {v.flip}, translate {v.translate} px; test-time flip {v.tta_flip}"])
+        lines, warnings = balance_lines(self.train_y.tolist(), self.eval_y.tolist(), self.label_names)
+        report.add("classes", lines)
+        report.warnings += warnings
+        return report
+
     @property
     def train_size(self) -> int:
         return len(self.train_y) if self.train_y is not None else 0

@@ -105,6 +105,25 @@ class LMTask(Task):
         self.train_ids = self.tokenizer.encode(train_text)
         self.eval_ids = self.tokenizer.encode(eval_text)
 
+    def preflight(self):
+        """The vocabulary built from the data, the split sizes, and one training window as the model reads it."""
+        from rich.markup import escape
+
+        from tunelab.data.preflight import Preflight
+
+        vocab = self.tokenizer.vocab_size
+        report = Preflight(f"lm, {len(self.train_ids):,} train / {len(self.eval_ids):,} val tokens, "
+                           f"vocabulary {vocab} ({self.config.lm.tokenizer})")
+        window = self.tokenizer.decode(self.train_ids[:self.block_size].tolist())
+        report.add(f"first training window ({self.block_size} tokens; every position predicts the next)",
+                   [escape(window)])
+        steps = self.config.train.batch_size * self.block_size
+        report.add("budget", [f"{steps:,} tokens per micro-batch; an epoch is {self.windows_per_epoch:,} windows"])
+        unseen = set(self.eval_ids.tolist()) - set(self.train_ids.tolist())
+        if unseen:
+            report.warnings.append(f"{len(unseen)} symbols occur only in the val text: the model never trains on them")
+        return report
+
     @property
     def windows_per_epoch(self) -> int:
         return max(1, len(self.train_ids) // self.block_size)
