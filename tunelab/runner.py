@@ -171,10 +171,9 @@ def load_task(config: RunConfig):
     check_metric(task, config.eval.metric or task.default_metric)
     source = task.model_source()
     task.prepare_data(source.tokenizer, source.tokenizer_id, cache_root() / "tokens")
-    report = task.preflight()
-    if report is not None:
-        report.print(full=False)
-        report.raise_errors()
+    task.preflight_report = task.preflight()
+    if task.preflight_report is not None:
+        task.preflight_report.raise_errors()
     if source.tokenizer is None:  # from scratch: the task built its tokenizer from the data
         source.tokenizer = getattr(task, "tokenizer", None)
     return source, task
@@ -198,6 +197,8 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         torch.set_num_threads(config.train.threads)
     source, task = load_task(config)
     model, breakdown, applied = prepare_model(config, task, source)
+    if task.preflight_report is not None:  # printed once the model is built: a config error stays one line
+        task.preflight_report.print(full=False)
     device = default_device()
     place_model(model, device)
     precision = choose_precision(config.train.precision, device)

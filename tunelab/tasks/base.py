@@ -50,6 +50,7 @@ class Task(ABC):
     def __init__(self, config: RunConfig):
         self.config = config
         self.generators: dict[str, np.random.Generator] = {}
+        self.preflight_report: Preflight | None = None  # set by the runner after prepare_data
 
     @property
     def default_metric(self) -> str:
