@@ -79,3 +79,23 @@ def test_lm_preflight_shows_the_first_window_and_warns_on_val_only_symbols(tmp_p
     heading, (window,) = report.sections[0]
     assert window == task.tokenizer.decode(task.train_ids[:8].tolist()) and "8 tokens" in heading
     assert any("occur only in the val text" in w for w in report.warnings)
+
+
+def test_qa_preflight_highlights_the_labelled_answer_span(tmp_path):
+    import json
+
+    from tunelab.assets.models import load_tokenizer, resolve_model
+    from tunelab.tasks.qa import QATask
+
+    rows = [{"question": "what colour is the sky", "context": "The sky is blue today.",
+             "answers": {"text": ["blue"], "answer_start": [11]}},
+            {"question": "who won", "context": "Nobody knows.", "answers": {"text": [], "answer_start": []}}]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows * 3))
+    task = QATask(validate({"task": "qa", "model": {"name": "minilm", "max_length": 64}, "qa": {"doc_stride": 16},
+                            "data": {"train": str(path), "eval": str(path)}}))
+    task.prepare_data(load_tokenizer(resolve_model("minilm")), "minilm", None)
+    report = task.preflight()
+    heading, (line,) = report.sections[0]
+    assert "".join(GREEN.findall(line)).strip() == "blue" and "gold 'blue'" in heading
+    assert "50% of the questions have no answer" in dict(report.sections)["windows"][0]

@@ -27,7 +27,7 @@ from tunelab.data.qa_windows import QAWindows, encode_windows, max_question_toke
 from tunelab.errors import TunelabError
 from tunelab.eval.qa_postprocess import Answer, best_answers, tune_threshold
 from tunelab.eval.squad_metrics import squad_v2_metrics
-from tunelab.progress import console, progress_bar
+from tunelab.progress import progress_bar
 from tunelab.rundir import atomic_write_json, atomic_write_text
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, pad_batch, sorted_batches
@@ -54,6 +54,7 @@ class QATask(Task):
         self.windows: dict[str, QAWindows] = {}
         self.bad: dict[str, BadRows] = {}
         self.pad_id = 0
+        self.tokenizer: Any = None
         self.with_types = True
         self.no_answer = config.qa.no_answer if config.qa.no_answer is not None else True
         self.threshold = 0.0
@@ -74,9 +75,7 @@ class QATask(Task):
             bad = BadRows()
             rows = frame_rows(frame, cfg.columns, f"the {split} data of {source}", bad)
             self.rows[split] = drop_long_questions(rows, tokenizer, limit, bad)
-            self.bad[split] = bad
-            if bad.total:
-                console.print(f"[yellow]{split}: {bad.total} bad QA rows not used: {bad.describe()}[/]")
+            self.bad[split] = bad  # listed by the pre-flight report
             if not len(self.rows[split]):
                 raise TunelabError(f"data: no usable {split} question in {source} ({bad.describe() or 'empty'})")
             self.windows[split] = encode_windows(tokenizer, self.rows[split].questions, self.rows[split].contexts,
@@ -86,6 +85,36 @@ class QATask(Task):
             self.no_answer = any(not a for split in SPLITS for a in self.rows[split].answers)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.with_types = self.windows["train"].type_ids is not None
+        self.tokenizer = tokenizer
+
+    def preflight(self):
+        """The first window that holds an answer, with the labelled span in green; windows per question,
+        the unanswerable share, and answers the windowing cut off."""
+        from tunelab.data.preflight import Preflight, highlighted
+
+        rows, windows = self.rows["train"], self.windows["train"]
+        report = Preflight(f"qa, {len(rows)} train / {len(self.rows['eval'])} eval questions in {len(windows)} train "
+                           f"windows (max_length {self.config.model.max_length}, stride {self.config.qa.doc_stride})")
+        labelled = np.flatnonzero(windows.start > 0)
+        if labelled.size:
+            w = int(labelled[0])
+            ids = windows.ids[w].tolist()
+            span = [windows.start[w] <= i <= windows.end[w] for i in range(len(ids))]
+            gold = rows.answers[int(windows.example[w])][0][0]
+            report.add(f"first window with an answer (green: the labelled span; gold {gold!r})",
+                       [highlighted(self.tokenizer, ids, span)])
+        unanswerable = sum(1 for a in rows.answers if not a)
+        answered = {int(windows.example[i]) for i in labelled}
+        lost = sum(1 for q, a in enumerate(rows.answers) if a and q not in answered)
+        report.add("windows", [f"{len(windows) / max(1, len(rows)):.2f} windows per question; "
+                               f"{unanswerable / max(1, len(rows)):.0%} of the questions have no answer"])
+        if lost:
+            report.warnings.append(f"{lost} answerable training questions have their answer in no window (cut by "
+                                   "model.max_length / qa.doc_stride): they train as no-answer")
+        for split, bad in self.bad.items():
+            if bad.total:
+                report.warnings.append(f"{split}: {bad.total} bad QA rows skipped: {bad.describe()}")
+        return report
 
     @property
     def train_size(self) -> int:
