@@ -33,6 +33,12 @@ class Preflight:
     def add(self, heading: str, lines: list[str]) -> None:
         self.sections.append((heading, lines))
 
+    def warn_bad_rows(self, bad: dict[str, Any], what: str = "bad rows") -> None:
+        """One warning per split that had bad rows (`tunelab.data.bad_rows.BadRows`), counts and first rows."""
+        for split, rows in bad.items():
+            if rows.total:
+                self.warnings.append(f"{split}: {rows.total} {what} skipped: {rows.describe()}")
+
     def print(self, full: bool = True, out: Any = None) -> None:
         """Everything (tunelab check, on stdout), or at the start of a run just the first example and the
         problems (on the log console)."""

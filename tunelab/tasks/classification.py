@@ -115,9 +115,7 @@ class ClassificationTask(Task):
         overlap = overlap_warning(self.train_texts, self.eval_texts)
         if overlap:
             report.warnings.append(overlap)
-        for split, bad in self.bad.items():
-            if bad.total:
-                report.warnings.append(f"{split}: {bad.total} bad rows skipped: {bad.describe()}")
+        report.warn_bad_rows(self.bad, "bad rows")
         return report
 
     @property

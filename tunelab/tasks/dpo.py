@@ -128,9 +128,7 @@ class DPOTask(Task):
         if truncated > 0.25:
             report.warnings.append(f"{truncated:.0%} of the pairs are cut at model.max_length: their replies are "
                                    "compared on a prefix only")
-        for split, bad in self.bad.items():
-            if bad.total:
-                report.warnings.append(f"{split}: {bad.total} bad pairs skipped: {bad.describe()}")
+        report.warn_bad_rows(self.bad, "bad pairs")
         return report
 
     @property

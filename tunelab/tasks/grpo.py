@@ -138,9 +138,7 @@ class GRPOTask(Task):
         lines, _ = length_lines(rows.lengths(), room, "prompt tokens", "model.max_length - grpo.max_new_tokens")
         report.add("prompt lengths (the rest of model.max_length is kept for the completion)", lines)
         report.add("rewards", [f"{r.weight:g} x {r.label} {r.args or ''}".rstrip() for r in self.rewards])
-        for split, bad in self.bad.items():
-            if bad.total:
-                report.warnings.append(f"{split}: {bad.total} bad prompt rows skipped: {bad.describe()}")
+        report.warn_bad_rows(self.bad, "bad prompt rows")
         return report
 
     @property

@@ -111,9 +111,7 @@ class QATask(Task):
         if lost:
             report.warnings.append(f"{lost} answerable training questions have their answer in no window (cut by "
                                    "model.max_length / qa.doc_stride): they train as no-answer")
-        for split, bad in self.bad.items():
-            if bad.total:
-                report.warnings.append(f"{split}: {bad.total} bad QA rows skipped: {bad.describe()}")
+        report.warn_bad_rows(self.bad, "bad QA rows")
         return report
 
     @property
