@@ -109,6 +109,12 @@ class EvalConfig(Frozen):
         default=None, description="metric for best checkpoint / early stopping (task default: accuracy, eval_loss)")
     generate: int = Field(default=0, ge=0, description="SFT: generate for this many eval prompts at the end")
     max_new_tokens: int = Field(default=64, ge=1)
+    code: str | None = Field(
+        default=None, description="SFT: after training, pass@1 on these code problems ('humaneval' or a JSONL "
+                                  "file of {prompt, test, entry_point}) in chat mode, for the base and the tuned model")
+    code_limit: int | None = Field(default=None, ge=1, description="SFT code evaluation: the first N problems")
+    code_base: bool = Field(
+        default=True, description="SFT code evaluation: also score the base (adapters switched off)")
 
 
 class PreferenceConfig(Frozen):
@@ -230,6 +236,9 @@ class RunConfig(Frozen):
     def _packing_is_for_sft(self) -> RunConfig:
         if self.train.packing and self.task != "sft" and not self.stages:
             raise ValueError(f"train.packing: only task sft packs examples into rows; task {self.task} cannot")
+        if self.eval.code and self.task != "sft" and not self.stages:
+            raise ValueError(f"eval.code: only task sft scores code after training; task {self.task} cannot "
+                             "(use `tunelab eval humaneval --model RUN_DIR`)")
         return self
 
     @field_validator("task")

@@ -61,6 +61,10 @@ DATASETS: dict[str, DatasetSpec] = {
                     ("sentence",), "label", ("negative", "positive"), description="SST-2 4,000 / 872 vendored"),
         DatasetSpec("gsm8k_small", "sft", "vendored:gsm8k_train.jsonl.gz", "vendored:gsm8k_test.jsonl.gz",
                     columns=GSM8K, sft_format="prompt_completion", description="GSM8K 600 / 100 vendored slice"),
+        DatasetSpec("python_challenges", "sft", "vendored:python_challenges.jsonl.gz", None, eval_size=4,
+                    columns={"prompt": "request", "completion": "response"}, sft_format="prompt_completion",
+                    description="BIG-bench python_programming_challenge: 28 Python problems with solutions, "
+                                "24 / 4 (HumanEval schema; also a --problems file)"),
         DatasetSpec("gsm8k", "sft", "shared:gsm8k/train.jsonl.gz", "shared:gsm8k/test.jsonl.gz", columns=GSM8K,
                     sft_format="prompt_completion", hub="openai/gsm8k", description="GSM8K 7,473 / 1,319"),
         DatasetSpec("spa_eng_small", "sft", "vendored:spa_eng_pairs.jsonl.gz", None, eval_size=300,

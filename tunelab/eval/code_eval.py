@@ -113,39 +113,48 @@ def evaluate_code_model(problem_file: Path | str, model_spec: str, out_dir: Path
     the summary. `chat`: ask through the chat template (`chat_request`) and test the code of each reply
     (`chat_continuation`) — how instruction-tuned models are meant to be used — instead of letting the
     model continue the raw prompt."""
-    from tunelab.eval.generation import generate_with_stats
     from tunelab.eval.model_specs import load_spec, parse_specs, pick_device_dtype, resolve_spec
     from tunelab.eval.suite import spec_record
     from tunelab.progress import console
 
     if n > 1 and settings.greedy:
         raise TunelabError(f"--n {n} samples per problem need --temperature > 0 (greedy samples are all the same)")
-    limits = limits or SandboxLimits()
-    out_dir = Path(out_dir)
     problems = load_problems(problem_file, limit)
     spec = parse_specs([model_spec])[0]
     resolved = resolve_spec(spec)
-    settings = (dataclasses.replace(settings, chat=True, stop=()) if chat else
-                dataclasses.replace(settings, chat=False, stop=settings.stop or HUMANEVAL_STOPS))
     device, dtype = pick_device_dtype()
     console.print(f"[bold]{spec.label}[/]: {len(problems)} problems x {n} samples on {device}")
     model, tokenizer = load_spec(spec, resolved, device, dtype)
+    summary = score_model(model, tokenizer, problems, settings, n=n, ks=ks, limits=limits, workers=workers,
+                          chat=chat)
+    del model
+    summary.update({"problem_file": str(problem_file), "model": spec_record(spec, resolved), "device": str(device),
+                    "dtype": str(dtype).removeprefix("torch."), "out_dir": str(out_dir)})
+    write_code_results(Path(out_dir), summary.pop("rows"), summary)
+    return summary
+
+
+def score_model(model: Any, tokenizer: Any, problems: list[CodeProblem], settings: GenerationSettings, *,
+                n: int = 1, ks: tuple[int, ...] = (1, 10), limits: SandboxLimits | None = None,
+                workers: int | None = None, chat: bool = False) -> dict[str, Any]:
+    """Generate with a loaded model, test in the sandbox and score: the summary, with its per-problem
+    `rows` under "rows" (what `write_code_results` writes to results.jsonl)."""
+    from tunelab.eval.generation import generate_with_stats
+
+    limits = limits or SandboxLimits()
+    settings = (dataclasses.replace(settings, chat=True, stop=()) if chat else
+                dataclasses.replace(settings, chat=False, stop=settings.stop or HUMANEVAL_STOPS))
     requests = [chat_request(p) if chat else p.prompt for p in problems for _ in range(n)]
     generated = generate_with_stats(model, tokenizer, requests, settings)
-    del model
     completions = [generated.texts[i * n:(i + 1) * n] for i in range(len(problems))]
     if chat:
         completions = [[chat_continuation(p, reply) for reply in replies]
                        for p, replies in zip(problems, completions, strict=True)]
     began = time.monotonic()
     rows = score_completions(problems, completions, ks, limits, workers)
-    summary = {**summarise(rows, ks), "problem_file": str(problem_file), "model": spec_record(spec, resolved),
-               "chat": chat,
-               "settings": dataclasses.asdict(settings), "sandbox": dataclasses.asdict(limits),
-               "isolation": isolation_layers(limits), "device": str(device),
-               "dtype": str(dtype).removeprefix("torch."), "generated_tokens": sum(generated.new_tokens),
-               "generation_seconds": generated.seconds, "sandbox_seconds": time.monotonic() - began,
-               "created": dt.datetime.now().isoformat(timespec="seconds"), "git_sha": git_sha(),
-               "libraries": library_versions(), "out_dir": str(out_dir)}
-    write_code_results(out_dir, rows, summary)
-    return summary
+    return {**summarise(rows, ks), "chat": chat, "settings": dataclasses.asdict(settings),
+            "sandbox": dataclasses.asdict(limits), "isolation": isolation_layers(limits),
+            "generated_tokens": sum(generated.new_tokens), "generation_seconds": generated.seconds,
+            "sandbox_seconds": time.monotonic() - began,
+            "created": dt.datetime.now().isoformat(timespec="seconds"), "git_sha": git_sha(),
+            "libraries": library_versions(), "rows": rows}

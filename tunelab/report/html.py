@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from tunelab.report.code_section import code_section
 from tunelab.report.compare import (
     Comparison,
     build_comparison,
@@ -150,6 +151,7 @@ def render_report(records: list[RunRecord], title: str = "tunelab report", metri
         ("adapters", "Adapters: scales and B/A norms", adapter_section(ordered)),
         ("generations", "Generations side by side", generations_section(ordered)),
         ("stages", "Base and stages side by side", stage_eval_section(records)),
+        ("code", "Code evaluation (pass@1, base vs tuned)", code_section(ordered)),
     ]
     body = "".join(f"<section id='section-{key}'><h2>{esc(heading)}</h2>{content}</section>"
                    for key, heading, content in sections if content)

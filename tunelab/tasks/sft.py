@@ -5,7 +5,8 @@ tokenizer's chat template (fallback template when it has none) and tokenised; th
 next-token NLL over assistant tokens only, the end-of-turn/EOS token included so the model learns to
 stop. Optional packing puts several examples in one row with restarting position ids (no
 cross-example attention). Evaluation: eval loss, perplexity = exp(eval loss), next-token accuracy on
-assistant tokens; with `eval.generate: N`, greedy generations for N eval prompts with BLEU and chrF.
+assistant tokens; with `eval.generate: N`, greedy generations for N eval prompts with BLEU and chrF;
+with `eval.code`, pass@1 of the base and the tuned model on code problems (tasks/sft_code_eval.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ class SFTTask(Task):
                 to_conversations(evaluation, cfg, fmt, defaults, f"{frames.source} eval"))
 
     def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
+        if self.config.eval.code:  # a missing problem file fails now, not after training
+            from tunelab.eval.code_problems import load_problems
+
+            try:
+                load_problems(self.config.eval.code, self.config.eval.code_limit)
+            except TunelabError as error:
+                raise TunelabError(f"eval.code: {error}") from error
         train, evaluation = self.conversations()
         max_length = self.config.model.max_length
         with progress_bar("tokenising conversations", total=2) as bar:
@@ -188,6 +196,10 @@ class SFTTask(Task):
 
             metrics.update(generate_eval_samples(model, self.tokenizer, self.eval_conversations,
                                                  self.config.eval, Path(out_dir)))
+        if out_dir is not None and self.config.eval.code:
+            from tunelab.tasks.sft_code_eval import code_eval_metrics
+
+            metrics.update(code_eval_metrics(model, self.tokenizer, self.config.eval, Path(out_dir)))
         return metrics
 
 
