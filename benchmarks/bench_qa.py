@@ -34,18 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"max_length": 192, "stride": 48, "rank": 16, "alpha": 32, "lr": 2e-3, "batch": 16, "threads": 2}
 
 
-def matmul_gflops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """Measured fp32 matmul throughput: 2·n³ FLOPs per product."""
+def matmul_rate(threads: int) -> float:
+    """The machine's fp32 matmul GFLOP/s at the benchmark's thread count (benchmarks/machine.py)."""
     import torch
 
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.machine import matmul_gflops
+
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    return matmul_gflops()
 
 
 def write_rows(n: int, n_eval: int, folder: Path) -> tuple[Path, Path]:
@@ -256,7 +253,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="bench-qa-"))
     train_path, eval_path = write_rows(args.n, args.eval, work)
-    print(f"matmul fp32, {SETTINGS['threads']} threads: {matmul_gflops(SETTINGS['threads']):.1f} GFLOP/s")
+    print(f"matmul fp32, {SETTINGS['threads']} threads: {matmul_rate(SETTINGS['threads']):.1f} GFLOP/s")
     results = [] if args.skip_peer else [child("peer", train_path, eval_path, work)]
     results.append(child("tunelab", train_path, eval_path, work))
     print(f"settings: {SETTINGS}, {args.n} train / {args.eval} eval questions of squad2_small")
@@ -266,7 +263,7 @@ def main() -> None:
               f"{r['trainable']:,} trainable")
     if len(results) == 2:
         print(f"ratio tunelab / peer: {results[1]['samples_per_s'] / results[0]['samples_per_s']:.2f}x")
-    print(f"matmul fp32 after: {matmul_gflops(SETTINGS['threads']):.1f} GFLOP/s")
+    print(f"matmul fp32 after: {matmul_rate(SETTINGS['threads']):.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

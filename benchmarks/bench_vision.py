@@ -3,7 +3,7 @@
 Training steps (forward, cross-entropy, backward, SGD step) on a random (128, 3, 32, 32) batch, 2 threads,
 fp32; 3 warm-up steps (compile happens there), then images/s over 8 timed steps.
 Run: flock /tmp/tunelab-bench.lock python benchmarks/bench_vision.py
-(The side-by-side with airbench94 on the 8k/2k split is not written yet: see benchmarks/RESULTS.md.)
+(The side-by-side with airbench94 on the 8k/2k split: benchmarks/bench_cifar_airbench.py.)
 """
 
 from __future__ import annotations
