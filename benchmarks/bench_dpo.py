@@ -4,8 +4,10 @@ Workload (the peer's, ../shared/peers/bench/trl_dpo.py): HH-RLHF pairs in conver
 alpha 32 dropout 0.05 on all seven projections, 4 pairs per optimizer step, max length 256, lr 5e-5, β 0.1,
 2 threads, fp32 on both sides. Wall time includes the reference pass on both sides. Peers: TRL default
 (reference log-probs recomputed every step with the adapter disabled) and tuned (`--precompute_ref 1`:
-one reference pass before training). tunelab: reference log-probs once, prompt shared by both replies,
-micro-batches of `--micro` pairs accumulated to 4. Every side runs as its own subprocess, so peak RSS is
+one reference pass before training). tunelab: reference log-probs once per pair, taken as a pair is
+first trained on (a 6-step run pays for the 24 pairs it uses, the peer's precompute for all `--n`), prompt
+shared by both replies, micro-batches of `--micro` pairs accumulated to 4. Both load the same converted
+safetensors folder of the model. Every side runs as its own subprocess, so peak RSS is
 each one's own. Also prints the machine's fp32 matmul rate and each loop's share of it
 (≈ 4·N·tokens FLOPs for a frozen-base step: forward 2N, input gradients 2N per token).
 
@@ -73,10 +75,12 @@ def ours(n: int, steps: int, micro: int) -> None:
     folder = Path(tempfile.mkdtemp())
     data = folder / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    os.environ["TUNELAB_CACHE"] = str(folder / "cache")  # cold caches: the reference pass is timed
+    # Cold token and reference caches, so the reference pass is timed; the model is the converted
+    # safetensors folder the peer loads too (the GGUF conversion is a one-off per machine, not per run).
+    os.environ["TUNELAB_CACHE"] = str(folder / "cache")
     config = validate({
         "name": "bench_dpo", "task": "dpo", "output_dir": str(folder / "runs"),
-        "model": {"name": "smollm2-135m", "max_length": 256},
+        "model": {"name": os.environ["SMOL_DIR"], "max_length": 256},
         "data": {"train": str(data), "eval": str(data), "eval_limit": 4},
         "adapter": {"variant": "lora", "rank": 16, "alpha": 32, "dropout": 0.05,
                     "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},

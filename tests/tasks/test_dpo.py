@@ -264,3 +264,32 @@ def test_two_dpo_trials_that_learn_the_same_thing_are_flagged(tmp_path):
     table = (tmp_path / "comparison.md").read_text()
     assert "runs a and same_as_a made identical predictions" in table
     assert "bootstrap" in table  # the rows were tested per pair, not ranked by value alone
+
+
+def test_reference_of_the_base_is_taken_only_for_the_pairs_trained_on(tmp_path):
+    """Two steps of 4 pairs out of 24: the base's log-probs are cached for exactly those 8 train pairs, and
+    equal what one pass over every pair gives; pairs not asked for yet cannot be collated."""
+    model_dir = save_chat_model(tmp_path / "model")
+    train, evaluation = write_preferences(tmp_path, repeats=2)
+    config = validate({
+        "name": "lazy_ref", "task": "dpo", "output_dir": str(tmp_path / "runs"),
+        "model": {"name": str(model_dir), "max_length": 24},
+        "data": {"train": str(train), "eval": str(evaluation)},
+        "adapter": {"variant": "lora", "rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]},
+        "train": {"lr": 1e-3, "max_steps": 2, "batch_size": 4, "precision": "fp32", "warmup_ratio": 0.0},
+    })
+    run_recipe(config)
+    source, task = load_task(config)
+    model, _, _ = prepare_model(config, task, source)
+    stored = np.load(task.reference_path("train"))
+    assert stored.shape == (24, 2) and int(np.isfinite(stored[:, 0]).sum()) == 8
+    missing = np.flatnonzero(np.isnan(stored[:, 0]))
+    task.stored_reference("train")
+    with pytest.raises(RuntimeError, match="ensure_reference"):
+        task.collate(missing[:2])
+    task.ensure_reference(model, 0, "train", missing[:3])
+    lazy = task.reference["train"]
+    assert int(np.isfinite(lazy[:, 0]).sum()) == 11
+    full = task.reference_logps(model, "train", np.arange(24))
+    known = np.isfinite(lazy[:, 0])
+    np.testing.assert_allclose(lazy[known], full[known], atol=1e-6)

@@ -9,9 +9,12 @@ The reference π_ref is the policy as training starts, and never a second copy o
   (`tunelab.adapters.switch.disabled`);
 - a later stage of a chain (`model.init_from`: SFT adapters carried over) or full fine-tuning: the model
   before its first update.
-Its log-probs never change, so they are computed once per example, all at the first training batch (or
-evaluation), in eval mode under no_grad, and cached in memory and on disk keyed by (base fingerprint,
-quantisation, token cache key, starting weights).
+Its log-probs never change, so they are computed once per example, in eval mode under no_grad, and cached
+in memory and on disk keyed by (base fingerprint, quantisation, token cache key, starting weights). The
+frozen base can be asked at any time, so its log-probs are taken as the pairs are first needed: a training
+batch's pairs just before its step, the eval split at the first evaluation; a run shorter than an epoch
+never pays for the pairs it does not train on. The starting policy must be asked before it moves, so a
+chain stage or a full fine-tune takes every pair's at the first batch.
 
 Batches: with `preference.share_prompt` (default) each pair's prompt runs once and both replies continue
 its KV cache (`tunelab.train.shared_prompt`); otherwise P pairs become 2P right-padded rows, [prompt,
@@ -143,8 +146,8 @@ class DPOTask(Task):
         """The pairs' model inputs plus their cached reference log-probs when the loss needs them."""
         batch = self.collate_policy(index, split)
         if self.needs_reference:
-            if split not in self.reference:
-                raise RuntimeError("reference log-probs are computed at the first make_batch/evaluate")
+            if split not in self.reference or np.isnan(self.reference[split][index]).any():
+                raise RuntimeError("reference log-probs are computed by ensure_reference before collate")
             ref = torch.from_numpy(self.reference[split][index]).float()  # (P, 2)
             batch["ref_chosen"], batch["ref_rejected"] = ref[:, 0], ref[:, 1]
         return batch
@@ -160,7 +163,7 @@ class DPOTask(Task):
         return batch
 
     def make_batch(self, model: nn.Module, index: np.ndarray, step: int) -> dict[str, torch.Tensor]:
-        self.ensure_reference(model, step)
+        self.ensure_reference(model, step, "train", index)
         return self.collate(index)
 
     def batch_samples(self, index: np.ndarray) -> int:
@@ -188,48 +191,65 @@ class DPOTask(Task):
 
         return "init-" + weights_fingerprint(self.config.model.init_from)
 
-    def ensure_reference(self, model: nn.Module, step: int = 0) -> None:
-        """Reference log-probs of every train and eval pair, from memory, disk, or one pass of the base
-        (or of the starting policy, which must happen before the first update)."""
+    def ensure_reference(self, model: nn.Module, step: int = 0, split: str | None = None,
+                         index: np.ndarray | None = None) -> None:
+        """Reference log-probs of the pairs `index` of `split` (default: every pair of both splits), from
+        memory, disk, or a pass of the frozen base over the missing ones. For the starting policy (not the
+        base) every pair of both splits, before the first update."""
         if not self.needs_reference:
             return
-        if not self.reference_is_base and step > 0 and any(s not in self.reference for s in SPLITS) and not all(
-                (path := self.reference_path(s)) is not None and path.is_file() for s in SPLITS):
-            raise TunelabError("task dpo: the reference log-probs of the starting policy are gone from the token "
-                               "cache, and the weights have moved since; restart this run (or stage) from its start")
-        for split in SPLITS:
-            if split in self.reference:
+        wanted: dict[str, np.ndarray | None] = {split: index} if split is not None else dict.fromkeys(SPLITS)
+        if not self.reference_is_base:
+            wanted = dict.fromkeys(SPLITS)
+            if step > 0 and any(s not in self.reference for s in SPLITS) and not all(
+                    (path := self.reference_path(s)) is not None and path.is_file() for s in SPLITS):
+                raise TunelabError("task dpo: the reference log-probs of the starting policy are gone from the "
+                                   "token cache, and the weights have moved since; restart this run (or stage) "
+                                   "from its start")
+        for name, rows in wanted.items():
+            values = self.stored_reference(name)
+            rows = np.arange(len(values)) if rows is None else np.asarray(rows)
+            missing = rows[np.isnan(values[rows, 0])]
+            if not len(missing):
                 continue
-            path = self.reference_path(split)
-            if path is not None and path.is_file():
-                stored = np.load(path, allow_pickle=False)
-                if stored.shape == (len(self.tokens[split]), 2):
-                    self.reference[split] = stored
-                    continue
-            self.reference[split] = self.reference_logps(model, split)
-            if path is not None:
-                atomic_write_with(path, lambda tmp, values=self.reference[split]: save_array(tmp, values))
+            values[missing] = self.reference_logps(model, name, missing)
+            if (path := self.reference_path(name)) is not None:
+                atomic_write_with(path, lambda tmp, values=values: save_array(tmp, values))
 
-    def reference_logps(self, model: nn.Module, split: str) -> np.ndarray:
-        """(N, 2) summed completion log-probs of the reference in eval mode, no_grad, fp32: the frozen base
-        (adapters off), or the model as it stands (the starting policy)."""
+    def stored_reference(self, split: str) -> np.ndarray:
+        """The split's (N, 2) reference array: in memory, else the token cache's file, else all NaN."""
+        if split not in self.reference:
+            size = len(self.tokens[split])
+            path = self.reference_path(split)
+            stored = np.load(path, allow_pickle=False) if path is not None and path.is_file() else None
+            fits = stored is not None and stored.shape == (size, 2)
+            self.reference[split] = np.array(stored) if fits else np.full((size, 2), np.nan)
+        return self.reference[split]
+
+    def reference_logps(self, model: nn.Module, split: str, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), 2) summed completion log-probs of the pairs `rows` under the reference, in eval mode,
+        no_grad, fp32: the frozen base (adapters off), or the model as it stands (the starting policy).
+        A progress bar only for a pass larger than one eval batch (not for a training batch's pairs)."""
         if self.reference_is_base and not adapter_modules(model):
             raise TunelabError("task dpo: the model has no adapters, so there is no frozen base to use as "
                                "the reference")
-        tokens = self.tokens[split]
-        out = np.zeros((len(tokens), 2), dtype=np.float64)
+        out = np.zeros((len(rows), 2), dtype=np.float64)
         device = next(model.parameters()).device
+        size = self.config.eval.batch_size
+        lengths = self.tokens[split].lengths()[rows]
         was_training = model.training
         model.eval()
         try:
             reference = disabled(model) if self.reference_is_base else nullcontext()
-            with torch.no_grad(), reference, progress_bar(f"reference log-probs ({split})", total=len(tokens)) as bar:
-                for index in sorted_batches(tokens.lengths(), self.config.eval.batch_size):
-                    batch = {k: v.to(device) for k, v in self.collate_policy(index, split).items()}
+            bar = progress_bar(f"reference log-probs ({split})", total=len(rows)) if len(rows) > size else nullcontext()
+            with torch.no_grad(), torch.autocast(device.type, enabled=False), reference, bar as shown:
+                for batch_rows in sorted_batches(lengths, size):
+                    batch = {k: v.to(device) for k, v in self.collate_policy(rows[batch_rows], split).items()}
                     logps = pair_logps(model, batch, self.config.train.loss_chunk)
-                    out[index, 0] = logps.chosen.double().cpu().numpy()
-                    out[index, 1] = logps.rejected.double().cpu().numpy()
-                    bar.advance(len(index))
+                    out[batch_rows, 0] = logps.chosen.double().cpu().numpy()
+                    out[batch_rows, 1] = logps.rejected.double().cpu().numpy()
+                    if shown is not None:
+                        shown.advance(len(batch_rows))
         finally:
             model.train(was_training)
         return out
@@ -274,7 +294,7 @@ class DPOTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, out_dir: Path | None = None, autocast=None, prefix=None) -> dict[str, Any]:
         """Pair means over the eval split; `prefix` is never given (no frozen-prefix inputs)."""
-        self.ensure_reference(model)
+        self.ensure_reference(model, split="eval")
         model.eval()
         device = next(model.parameters()).device
         tokens = self.tokens["eval"]
