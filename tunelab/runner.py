@@ -226,7 +226,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         "trainable_params": breakdown["trainable"], "total_params": breakdown["total"],
         "params": breakdown, "metric": config.eval.metric or task.default_metric, "metrics": result.metrics,
         "steps": result.steps, "best_step": result.best_step,
-        "stopped_early": result.stopped_early, "train_samples": result.samples,
+        "stopped_early": result.stopped_early, "train_samples": result.samples, "train_tokens": result.tokens,
         "samples_per_s": round(result.samples_per_s, 2), "tokens_per_s": round(result.tokens_per_s, 1),
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
         "prefix_cache_seconds": round(cache_seconds, 2),

@@ -9,7 +9,7 @@ import pytest
 
 from tunelab.assets.datasets import resolve_dataset
 from tunelab.config import DataConfig
-from tunelab.data.conversations import detect_format, hh_messages, to_conversations
+from tunelab.data.conversations import detect_format, hh_messages, read_conversations, to_conversations
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
 
@@ -76,13 +76,18 @@ def test_explicit_format_wins_and_undetectable_columns_are_one_line():
         detect_format(pd.DataFrame({"a": [1], "b": [2]}), cfg(), {})
 
 
-def test_row_errors_name_the_row_and_column():
+def test_a_missing_column_is_one_line_and_bad_rows_are_counted_by_kind():
     with pytest.raises(TunelabError, match="column 'response' not in data"):
         to_conversations(pd.DataFrame({"instruction": ["x"]}), cfg(), "instruction")
-    with pytest.raises(TunelabError, match="data row 1: empty 'completion'"):
-        to_conversations(pd.DataFrame({"prompt": ["a", "b"], "completion": ["c", None]}), cfg(), "prompt_completion")
-    with pytest.raises(TunelabError, match="data row 0: 'messages' must be a list"):
-        to_conversations(pd.DataFrame({"messages": ["not a list"]}), cfg(), "messages")
+    frame = pd.DataFrame({"prompt": ["a", "b", "c", "d"], "completion": ["fine", None, "  ", "also fine"]})
+    conversations, rows, bad = read_conversations(frame, cfg(), "prompt_completion")
+    assert rows == [0, 3] and [c[-1]["content"] for c in conversations] == ["fine", "also fine"]
+    assert bad.as_dict() == {"missing_field": {"count": 1, "first_rows": [1]},
+                             "empty_answer": {"count": 1, "first_rows": [2]}}
+    chats = pd.DataFrame({"messages": ["not a list", [{"role": "user", "content": "hi"}],
+                                       [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]]})
+    conversations, rows, bad = read_conversations(chats, cfg(), "messages")
+    assert rows == [2] and set(bad.counts) == {"malformed_messages", "no_assistant_turn"}
 
 
 def test_vendored_hh_slice_ends_each_dialogue_with_its_chosen_reply():

@@ -86,3 +86,38 @@ def test_integer_labels_with_an_empty_cell_stay_integers(tmp_path, minilm_tokeni
     task.prepare_data(minilm_tokenizer, "minilm", None)
     assert task.label_names == ["0", "1"] and task.bad["train"].counts == {"missing_label": 1}
     assert task.train_set.targets.dtype.kind == "i"
+
+
+def test_each_bad_sft_row_is_counted_with_its_row_and_skipped(tmp_path):
+    """A chat with no assistant turn, an empty answer, a missing field, malformed messages, a torn JSON
+    line and a prompt that leaves no answer within max_length: counted per kind, row numbers as read."""
+    from tests.tasks.tiny_chat import chat_tokenizer
+    from tunelab.tasks.sft import SFTTask
+
+    def chat(user, reply):
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+
+    rows = [json.dumps(chat("what colour is the sky?", "blue")),
+            json.dumps({"messages": [{"role": "user", "content": "anyone there?"}]}),  # 1: no assistant turn
+            json.dumps(chat("say nothing", "   ")),  # 2: empty answer
+            json.dumps({"messages": "user: hi"}),  # 3: malformed messages
+            '{"messages": [{"role": "user"',  # 4: malformed JSON
+            json.dumps(chat("grass? " * 400, "green")),  # 5: prompt past max_length
+            json.dumps(chat("and snow?", "white"))]
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(rows) + "\n")
+    evaluation = tmp_path / "eval.jsonl"
+    evaluation.write_text(json.dumps(chat("and coal?", "black")) + "\n" + json.dumps({"messages": None}) + "\n")
+    config = {"task": "sft", "model": {"name": "smollm2-135m", "max_length": 48},
+              "data": {"train": str(train), "eval": str(evaluation), "format": "messages"}}
+    task = SFTTask(validate(config))
+    task.prepare_data(chat_tokenizer(), "tiny", None)
+    assert task.train_size == 2 and len(task.eval_ids) == 1
+    assert {kind: rows["first_rows"] for kind, rows in task.bad["train"].as_dict().items()} == {
+        "malformed_json": [4], "no_assistant_turn": [1], "empty_answer": [2], "malformed_messages": [3],
+        "prompt_too_long": [5]}
+    assert task.bad["eval"].counts == {"malformed_messages": 1}
+    assert "train: 5 bad rows skipped" in "\n".join(task.preflight().warnings)
+    config["data"]["on_error"] = "fail"
+    with pytest.raises(TunelabError, match=r"row 4: malformed json \(data.on_error: fail"):
+        SFTTask(validate(config)).prepare_data(chat_tokenizer(), "tiny", None)

@@ -35,8 +35,8 @@ def test_targets_are_shifted_and_truncation_drops_answerless_rows():
     learn = np.nonzero(target != IGNORE)[0]
     assert tokenizer.convert_ids_to_tokens(target[learn].tolist()) == ["blue", "</s>"]
     assert (row[learn + 1] == target[learn]).all()  # target t is token t+1
-    _, _, dropped = encode_conversations(tokenizer, [CONVERSATION[:2]], max_length=4)
-    assert dropped == 1
+    _, _, dropped = encode_conversations(tokenizer, [CONVERSATION[:2], CONVERSATION[:2]], max_length=4)
+    assert dropped == [0, 1]
 
 
 def test_smollm2_chat_template_masks(smollm2_tokenizer):
@@ -173,7 +173,10 @@ def test_encoded_conversations_are_cached(tmp_path, monkeypatch):
     first = encode_conversations(tokenizer, conversations, 64, tmp_path, "tiny")
     monkeypatch.setattr(chat_tokens, "assistant_mask", lambda *a: pytest.fail("cache not used"))
     second = encode_conversations(tokenizer, conversations, 64, tmp_path, "tiny")
-    assert second[2] == first[2] == 0
+    assert second[2] == first[2] == []
+    monkeypatch.undo()
+    short = encode_conversations(tokenizer, conversations, 4, tmp_path, "tiny")  # the cache keeps dropped rows
+    assert encode_conversations(tokenizer, conversations, 4, tmp_path, "tiny")[2] == short[2] == [0, 1]
     for a, b in zip(first[0] + first[1], second[0] + second[1], strict=True):
         assert np.array_equal(a, b) and b.dtype == np.int64
 

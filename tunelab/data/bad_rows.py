@@ -8,6 +8,7 @@ and prints one warning line per split; `fail` stops at once with one line naming
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
@@ -61,3 +62,15 @@ def enforce(bad: BadRows, policy: str, where: str, warn: bool = True) -> None:
     from tunelab.progress import console
 
     console.print(f"[yellow]{where}: {bad.total} bad rows skipped: {bad.describe()}[/]")
+
+
+def bad_row_counts(bad: dict[str, BadRows]) -> dict[str, int]:
+    """The summary's metrics: bad_train_rows, bad_eval_rows."""
+    return {f"bad_{split}_rows": rows.total for split, rows in bad.items()}
+
+
+def write_bad_rows(folder: Path, bad: dict[str, BadRows]) -> None:
+    """bad_rows.json in the run folder: per split, per kind, the count and the first row numbers."""
+    from tunelab.rundir import atomic_write_json
+
+    atomic_write_json(Path(folder) / "bad_rows.json", {split: rows.as_dict() for split, rows in bad.items()})

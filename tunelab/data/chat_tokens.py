@@ -17,7 +17,7 @@ import numpy as np
 from tunelab.errors import TunelabError
 from tunelab.eval.chat_format import chat_text, encode_text
 from tunelab.train.lm_loss import IGNORE
-from tunelab.train.tokenize_cache import cache_key, load_ragged, save_ragged, templated_extra
+from tunelab.train.tokenize_cache import cache_key, load_array, load_ragged, save_ragged, templated_extra
 
 
 def assistant_mask(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
@@ -48,29 +48,30 @@ def shifted_targets(ids: list[int], mask: list[bool]) -> np.ndarray:
 
 def encode_conversations(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int,
                          cache_dir: Path | None = None, tokenizer_id: str = "",
-                         ) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """(ids per example, targets per example, examples dropped because truncation left no answer).
+                         ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """(ids per example, targets per example, positions of the conversations dropped because truncation
+    at max_length left no answer token).
 
     With `cache_dir`, the result is stored once per (tokenizer, conversations, max_length) and reused."""
     path = None
     if cache_dir is not None:
         texts = [json.dumps(c, sort_keys=True, ensure_ascii=False) for c in conversations]
-        key = cache_key(tokenizer_id, texts, max_length, templated_extra(tokenizer, "sft-v2"))
+        key = cache_key(tokenizer_id, texts, max_length, templated_extra(tokenizer, "sft-v3"))
         path = Path(cache_dir) / f"sft-{key}.npz"
         cached = load_ragged(path, "ids", "targets")
         if cached is not None:
-            return cached[0], cached[1], len(conversations) - len(cached[0])
-    all_ids, all_targets, dropped = [], [], 0
-    for messages in conversations:
+            return cached[0], cached[1], [int(i) for i in load_array(path, "dropped")]
+    all_ids, all_targets, dropped = [], [], []
+    for position, messages in enumerate(conversations):
         ids, mask = assistant_mask(tokenizer, messages)
         targets = shifted_targets(ids, mask)[:max_length]
         ids = ids[:max_length]
         if len(ids) < 2 or not (targets != IGNORE).any():
-            dropped += 1
+            dropped.append(position)
             continue
         targets[-1] = IGNORE if len(ids) == max_length else targets[-1]
         all_ids.append(np.asarray(ids, dtype=np.int64))
         all_targets.append(targets)
     if path is not None:
-        save_ragged(path, ids=all_ids, targets=all_targets)
+        save_ragged(path, ids=all_ids, targets=all_targets, extra={"dropped": np.asarray(dropped, dtype=np.int64)})
     return all_ids, all_targets, dropped

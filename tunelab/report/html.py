@@ -30,6 +30,7 @@ from tunelab.report.compare import (
     table_config,
     varying_keys,
 )
+from tunelab.report.cost_section import cost_section
 from tunelab.report.runs import RunRecord, records_from_outcomes
 from tunelab.report.sections import (
     adapter_section,
@@ -146,6 +147,7 @@ def render_report(records: list[RunRecord], title: str = "tunelab report", metri
         ("config", "Configuration differences", config_diff_html(records, table)),
         ("curves", "Loss and metric curves", curves_section(records, table.metric, best)),
         ("sweep", "Sweep", sweep_section(records, table.metric)),
+        ("cost", "Quality vs cost", cost_section(records, table.metric)),
         ("confusion", "Confusion matrices", confusion_section(ordered)),
         ("misclassified", "Misclassified images", misclassified_section(ordered)),
         ("adapters", "Adapters: scales and B/A norms", adapter_section(ordered)),

@@ -130,3 +130,26 @@ def sweep_png(trials: list[tuple[int, float, bool]], params: dict[str, list[tupl
         ax.axis("off")
     fig.tight_layout()
     return figure_png(fig)
+
+
+def pareto_png(panels: dict[str, tuple[dict[str, tuple[float, float]], set[str]]], metric: str,
+               lower_is_better: bool) -> bytes:
+    """One scatter per cost axis: each run's final metric against its training cost, the Pareto-optimal
+    runs filled and joined by the front's staircase, the others hollow."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.4), squeeze=False)
+    for ax, (xlabel, (points, front)) in zip(axes.flat, panels.items(), strict=True):
+        for label, (cost, value) in points.items():
+            on_front = label in front
+            ax.scatter([cost], [value], s=36, zorder=3, edgecolors="C0", facecolors="C0" if on_front else "none")
+            if len(points) <= MAX_LEGEND:
+                ax.annotate(label, (cost, value), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ordered = sorted((points[label] for label in front), key=lambda p: p[0])
+        if len(ordered) > 1:
+            ax.step([c for c, _ in ordered], [v for _, v in ordered], where="post", color="C1", zorder=2,
+                    label="Pareto front")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric} ({'lower' if lower_is_better else 'higher'} is better)", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_png(fig)

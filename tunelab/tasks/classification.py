@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from tunelab.data.bad_rows import BadRows, enforce
+from tunelab.data.bad_rows import BadRows, bad_row_counts, enforce, write_bad_rows
 from tunelab.data.label_rows import clean_split
 from tunelab.data.tables import join_text, load_tables
 from tunelab.errors import TunelabError
 from tunelab.eval.classification_metrics import classification_metrics, confusion_table
 from tunelab.progress import progress_bar
-from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.rundir import atomic_write_text
 from tunelab.tasks.base import Task
 from tunelab.train.batching import TokenizedSet, bucketed_batches, pad_batch, sorted_batches
 from tunelab.train.tokenize_cache import tokenize_texts
@@ -187,8 +187,8 @@ class ClassificationTask(Task):
         metrics = classification_metrics(self.eval_set.targets, predictions, self.num_labels)
         if out_dir is not None:
             self.write_eval_files(out_dir, predictions, metrics)
-            metrics.update(bad_train_rows=self.bad["train"].total, bad_eval_rows=self.bad["eval"].total)
-            atomic_write_json(Path(out_dir) / "bad_rows.json", {split: b.as_dict() for split, b in self.bad.items()})
+            metrics.update(bad_row_counts(self.bad))
+            write_bad_rows(Path(out_dir), self.bad)
         return metrics
 
     def write_eval_files(self, out_dir: Path, predictions: np.ndarray, metrics: dict[str, Any]) -> None:

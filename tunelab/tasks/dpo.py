@@ -41,12 +41,12 @@ from torch import nn
 
 from tunelab.adapters.inject import adapter_modules
 from tunelab.adapters.switch import disabled
-from tunelab.data.bad_rows import BadRows
+from tunelab.data.bad_rows import BadRows, bad_row_counts, write_bad_rows
 from tunelab.data.pairs import PairTokens, collate_pairs, encode_pairs, frame_pairs
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
 from tunelab.progress import progress_bar
-from tunelab.rundir import atomic_write_json, atomic_write_text, atomic_write_with
+from tunelab.rundir import atomic_write_text, atomic_write_with
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, sorted_batches
 from tunelab.train.preference_loss import PairLogps, pair_logps, preference_loss
@@ -311,10 +311,8 @@ class DPOTask(Task):
                     per_pair_values[name][index] = values
                 bar.advance(len(index))
         metrics: dict[str, Any] = {name: total / len(tokens) for name, total in sums.items()}
-        metrics.update(eval_pairs=len(tokens), bad_train_rows=self.bad["train"].total,
-                       bad_eval_rows=self.bad["eval"].total)
+        metrics.update(eval_pairs=len(tokens), **bad_row_counts(self.bad))
         if out_dir is not None:
-            report = {split: bad.as_dict() for split, bad in self.bad.items()}
-            atomic_write_json(Path(out_dir) / "bad_rows.json", report)
+            write_bad_rows(Path(out_dir), self.bad)
             self.write_pairs(Path(out_dir), per_pair_values)
         return metrics

@@ -35,14 +35,14 @@ from torch import nn
 
 from tunelab.adapters.inject import adapter_modules
 from tunelab.adapters.switch import disabled
-from tunelab.data.bad_rows import BadRows
+from tunelab.data.bad_rows import BadRows, bad_row_counts, write_bad_rows
 from tunelab.data.prompt_rows import PromptRows, load_prompt_rows
 from tunelab.errors import TunelabError
 from tunelab.eval.generation import stop_token_ids
 from tunelab.progress import progress_bar
 from tunelab.rewards.builtin import final_number, first_yes_no, normalize
 from tunelab.rewards.loading import Reward, load_rewards, score
-from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.rundir import atomic_write_text
 from tunelab.tasks.base import Task
 from tunelab.train.grpo_loss import aggregate, group_advantages, token_losses
 from tunelab.train.precision import Precision, choose_precision
@@ -322,11 +322,10 @@ class GRPOTask(Task):
             metrics.update({f"{name}_before": value for name, value in before.items()})
             if "accuracy" in metrics:
                 metrics["accuracy_after"] = metrics["accuracy"]
-        metrics.update(self.timing_metrics(), eval_prompts=len(self.rows["eval"]),
-                       bad_train_rows=self.bad["train"].total, bad_eval_rows=self.bad["eval"].total)
+        metrics.update(self.timing_metrics(), eval_prompts=len(self.rows["eval"]), **bad_row_counts(self.bad))
         out = Path(out_dir)
         atomic_write_text(out / "completions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        atomic_write_json(out / "bad_rows.json", {split: bad.as_dict() for split, bad in self.bad.items()})
+        write_bad_rows(out, self.bad)
         return metrics
 
     def timing_metrics(self) -> dict[str, float]:

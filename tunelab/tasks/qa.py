@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
-from tunelab.data.bad_rows import BadRows
+from tunelab.data.bad_rows import BadRows, bad_row_counts, write_bad_rows
 from tunelab.data.qa_rows import QARows, frame_rows, load_qa_frames
 from tunelab.data.qa_windows import QAWindows, encode_windows, max_question_tokens, question_lengths
 from tunelab.errors import TunelabError
@@ -193,8 +193,7 @@ class QATask(Task):
         metrics: dict[str, Any] = squad_v2_metrics(rows.gold(), predictions, na_probs, float("inf"))
         metrics = {k: float(v) if isinstance(v, float) else v for k, v in metrics.items()}
         metrics.update(null_threshold=self.threshold if self.no_answer else None,
-                       eval_windows=len(self.windows["eval"]), bad_train_rows=self.bad["train"].total,
-                       bad_eval_rows=self.bad["eval"].total)
+                       eval_windows=len(self.windows["eval"]), **bad_row_counts(self.bad))
         self.last_answers = answers
         if out_dir is not None:
             self.write_eval_files(Path(out_dir), answers, predictions, na_probs)
@@ -215,7 +214,7 @@ class QATask(Task):
                              "best_span": a.text, "gold": [t for t, _ in gold]}, ensure_ascii=False)
                  for qid, q, a, gold in zip(rows.ids, rows.questions, answers, rows.answers, strict=True)]
         atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + "\n")
-        atomic_write_json(out_dir / "bad_rows.json", {split: bad.as_dict() for split, bad in self.bad.items()})
+        write_bad_rows(out_dir, self.bad)
 
     # ----- prediction on new inputs (tunelab predict) -----
     def predict_rows(self, model: nn.Module, tokenizer: Any, questions: list[str], contexts: list[str]

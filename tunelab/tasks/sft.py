@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunelab.data.bad_rows import BadRows, bad_row_counts, enforce, write_bad_rows
 from tunelab.data.chat_tokens import encode_conversations
-from tunelab.data.conversations import FORMAT_COLUMNS, column, detect_format, to_conversations
+from tunelab.data.conversations import FORMAT_COLUMNS, column, detect_format, read_conversations
 from tunelab.data.tables import load_frames
 from tunelab.errors import TunelabError
-from tunelab.progress import console, progress_bar
+from tunelab.progress import progress_bar
 from tunelab.tasks.base import Task
 from tunelab.train.batching import bucketed_batches, sorted_batches
 from tunelab.train.lm_loss import IGNORE, mean_nll, summed_nll
@@ -44,9 +45,13 @@ class SFTTask(Task):
         self.rows: list[list[int]] | None = None  # packed rows of example indices
         self.pad_id = 0
         self.tokenizer = None
+        self.source = "data"
+        self.row_numbers: dict[str, list[int]] = {"train": [], "eval": []}  # conversation -> row of the table
+        self.bad: dict[str, BadRows] = {"train": BadRows(), "eval": BadRows()}
 
     # ----- data -----
     def conversations(self) -> tuple[list, list]:
+        """Train and eval conversations; bad rows counted in self.bad (row numbers of the table as read)."""
         cfg = self.config.data
         frames = load_frames(cfg)
         defaults = dict(frames.spec.columns) if frames.spec else {}
@@ -56,8 +61,16 @@ class SFTTask(Task):
         if frames.spec is not None:  # registered sets: drop the few rows with a missing field
             needed = [column(cfg, role, defaults) for role in FORMAT_COLUMNS[fmt]]
             train, evaluation = train.dropna(subset=needed), evaluation.dropna(subset=needed)
-        return (to_conversations(train, cfg, fmt, defaults, f"{frames.source} train"),
-                to_conversations(evaluation, cfg, fmt, defaults, f"{frames.source} eval"))
+        self.source = frames.source
+        self.bad["train"].merge(frames.bad_train)  # rows the reader could not read (JSON, bytes)
+        self.bad["eval"].merge(frames.bad_eval)
+        out = {}
+        for split, frame in (("train", train), ("eval", evaluation)):
+            conversations, self.row_numbers[split], bad = read_conversations(
+                frame, cfg, fmt, defaults, f"{frames.source} {split}")
+            self.bad[split].merge(bad)
+            out[split] = conversations
+        return out["train"], out["eval"]
 
     def prepare_data(self, tokenizer: Any, tokenizer_id: str, cache_dir: Path | None) -> None:
         if self.config.eval.code:  # a missing problem file fails now, not after training
@@ -67,21 +80,25 @@ class SFTTask(Task):
                 load_problems(self.config.eval.code, self.config.eval.code_limit)
             except TunelabError as error:
                 raise TunelabError(f"eval.code: {error}") from error
+        self.bad = {"train": BadRows(), "eval": BadRows()}
         train, evaluation = self.conversations()
         max_length = self.config.model.max_length
         with progress_bar("tokenising conversations", total=2) as bar:
             self.train_ids, self.train_targets, dropped = encode_conversations(
                 tokenizer, train, max_length, cache_dir, tokenizer_id)
             bar.advance()
-            self.eval_ids, self.eval_targets, _ = encode_conversations(
+            self.eval_ids, self.eval_targets, eval_dropped = encode_conversations(
                 tokenizer, evaluation, max_length, cache_dir, tokenizer_id)
             bar.advance()
-        if dropped:
-            console.print(f"[yellow]{dropped} training conversations had no answer left within "
-                          f"model.max_length={max_length} and were dropped[/]")
+        for split, positions in (("train", dropped), ("eval", eval_dropped)):
+            for position in positions:
+                self.bad[split].add("prompt_too_long", self.row_numbers[split][position])
+            enforce(self.bad[split], self.config.data.on_error, f"the {split} data of {self.source}", warn=False)
         if not self.train_ids or not self.eval_ids:
-            raise TunelabError(f"data: no conversation fits model.max_length={max_length}")
-        self.eval_conversations = evaluation
+            raise TunelabError(f"data: no conversation fits model.max_length={max_length}"
+                               + "".join(f"; {split}: {b.describe()}" for split, b in self.bad.items() if b.total))
+        gone = set(eval_dropped)
+        self.eval_conversations = [c for i, c in enumerate(evaluation) if i not in gone]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.tokenizer = tokenizer
         if self.config.train.packing:
@@ -116,6 +133,7 @@ class SFTTask(Task):
                          "position ids restart per example, and transformers builds a block-diagonal causal "
                          "mask from them (sdpa, eager, flash attention), so examples never see each other")
         report.add("labels", notes)
+        report.warn_bad_rows(self.bad)
         if ends_whole < 0.9:
             report.warnings.append(f"only {ends_whole:.0%} of the uncut training examples train the end-of-turn "
                                    "token: the model may not learn to stop (check the chat template)")
@@ -191,6 +209,9 @@ class SFTTask(Task):
         loss = total / max(count, 1)
         metrics: dict[str, Any] = {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0)),
                                    "token_accuracy": correct / max(count, 1), "eval_tokens": count}
+        if out_dir is not None:
+            metrics.update(bad_row_counts(self.bad))
+            write_bad_rows(Path(out_dir), self.bad)
         if out_dir is not None and self.config.eval.generate:
             from tunelab.tasks.sft_generation import generate_eval_samples
 

@@ -236,7 +236,9 @@ def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str,
     metrics = task.evaluate(model, None, precision.autocast, eval_prefix(prefix_cache, device))
     model.train()
     value = float(metrics[metric])
-    run.log({"step": position["step"], "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+    run.log({"step": position["step"], "tokens": position["tokens"],  # the budget spent: compare --by
+             "train_seconds": round(position["train_seconds"], 3),
+             "eval": {k: v for k, v in metrics.items() if isinstance(v, float)}})
     best = position["best"]
     better = best is None or (value < best if lower_is_better(metric) else value > best)
     if better:

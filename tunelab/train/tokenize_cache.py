@@ -53,15 +53,16 @@ def cache_key(tokenizer_id: str, texts: list[str], max_length: int, extra: str =
     return digest.hexdigest()[:24]
 
 
-def save_ragged(path: Path, **columns: list[np.ndarray]) -> None:
-    """Several lists of variable-length int arrays (same lengths per row) as one .npz, atomically."""
+def save_ragged(path: Path, extra: dict[str, np.ndarray] | None = None, **columns: list[np.ndarray]) -> None:
+    """Several lists of variable-length int arrays (same lengths per row) as one .npz, atomically, plus
+    `extra` plain arrays stored beside them (read back by `load_array`)."""
     first = next(iter(columns.values()))
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in first])]).astype(np.int64)
     flat = {name: (np.concatenate(rows) if rows else np.zeros(0)).astype(np.int32) for name, rows in columns.items()}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            np.savez(handle, offsets=offsets, **flat)
+            np.savez(handle, offsets=offsets, **flat, **(extra or {}))
 
     atomic_write_with(path, write)
 
@@ -75,6 +76,12 @@ def load_ragged(path: Path, *names: str) -> list[list[np.ndarray]] | None:
         columns = [stored[name] for name in names]
     spans = list(zip(offsets[:-1], offsets[1:], strict=True))
     return [[flat[a:b].astype(np.int64) for a, b in spans] for flat in columns]
+
+
+def load_array(path: Path, name: str) -> np.ndarray:
+    """One `extra` array of a `save_ragged` file."""
+    with np.load(path, allow_pickle=False) as stored:
+        return stored[name]
 
 
 def tokenize_texts(tokenizer, texts: list[str], max_length: int, cache_dir: Path | None,

@@ -13,6 +13,7 @@ in with `add_parsers(verbs)` and dispatches on `args.handler`).
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tunelab.report.runs import find_runs
     from tunelab.rundir import atomic_write_text
 
-    table = build_comparison(find_runs(args.runs), metric=args.metric, group_seeds=not args.no_group_seeds,
+    records = find_runs(args.runs)
+    if args.by:
+        return print_equal_budget(records, args)
+    table = build_comparison(records, metric=args.metric, group_seeds=not args.no_group_seeds,
                              sort=args.sort, alpha=args.alpha)
     if args.markdown:
         atomic_write_text(Path(args.markdown), markdown_table(table) + "\n")
@@ -62,6 +66,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(markdown_table(table))
     else:
         print_table(table, title=f"{len(table.rows)} rows")
+    return 0
+
+
+def print_equal_budget(records, args: argparse.Namespace) -> int:
+    """compare --by tokens|seconds: the metric at equal training budgets, and the Pareto front."""
+    import csv
+
+    from tunelab.errors import TunelabError
+    from tunelab.report.compare import choose_metric
+    from tunelab.report.equal_budget import csv_rows, equal_budget, markdown
+    from tunelab.rundir import atomic_write_text
+
+    metric = choose_metric(records, args.metric)
+    table = equal_budget(records, args.by, metric) if metric else None
+    if table is None or not table.curves:
+        raise TunelabError(f"compare --by {args.by}: no run has periodic evaluations of {metric or 'a metric'} "
+                           "(train.eval_every) to compare at equal budgets")
+    text = markdown(table)
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), text + "\n")
+    if args.csv or args.format == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(csv_rows(table))
+        if args.csv:
+            atomic_write_text(Path(args.csv), buffer.getvalue())
+        if args.format == "csv":
+            sys.stdout.write(buffer.getvalue())
+            return 0
+    print(text)
     return 0
 
 
@@ -124,6 +157,9 @@ def add_parsers(verbs) -> None:
     compare.add_argument("--no-group-seeds", action="store_true", help="one row per run, even across seeds")
     compare.add_argument("--alpha", type=significance_level, default=0.05,
                          help="significance level: the best row is marked only when p < alpha against the runner-up")
+    compare.add_argument("--by", choices=["tokens", "seconds"],
+                         help="compare at equal training tokens or seconds (from the periodic evals) and "
+                              "mark the quality-vs-cost Pareto front")
     compare.set_defaults(handler=cmd_compare)
 
     report = verbs.add_parser("report", help="a self-contained HTML report over runs or a sweep")
