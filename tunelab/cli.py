@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tunelab.eval.predict import add_parsers as add_predict_parsers
 
     add_predict_parsers(verbs)
+    from tunelab.plan.commands import add_parsers as add_plan_parsers
+
+    add_plan_parsers(verbs)
     return parser
 
 

@@ -25,6 +25,8 @@ from tunelab.models.artifact import save_run_artifact
 from tunelab.models.heads import head_patterns_in
 from tunelab.models.init_from import artifact_kind, carry_adapters, init_artifact, load_scratch_weights
 from tunelab.models.source import ModelSource
+from tunelab.plan.record import predicted_vs_measured
+from tunelab.plan.rss import process_peak_mb
 from tunelab.progress import console
 from tunelab.recipes import config_to_dict, with_overrides
 from tunelab.rundir import RunDir, atomic_write_json, new_run_id
@@ -230,7 +232,12 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         "samples_per_s": round(result.samples_per_s, 2), "tokens_per_s": round(result.tokens_per_s, 1),
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
         "prefix_cache_seconds": round(cache_seconds, 2),
+        "peak_rss_mb": round(process_peak_mb(), 1),
+        "step_seconds": round(result.steady_step_seconds, 4) if result.steady_step_seconds else None,
     }
+    planned = predicted_vs_measured(config, summary["peak_rss_mb"], result.steady_step_seconds)
+    if planned is not None:
+        summary["plan"] = planned
     run.write_summary(summary)
     return RunOutcome(label, run.path, summary)
 

@@ -92,6 +92,11 @@ class Task(ABC):
     def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """Index batches for one epoch; a pure function of `rng` (resume replays it)."""
 
+    def train_lengths(self) -> np.ndarray | None:
+        """Tokens per training example, for tasks whose batches are padded to their longest member
+        (`tunelab plan` measures memory on the longest ones); None when every batch has one shape."""
+        return None
+
     @abstractmethod
     def collate(self, index: np.ndarray, split: str = "train") -> dict[str, torch.Tensor]:
         """Tensors for one batch of examples."""

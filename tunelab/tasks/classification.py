@@ -126,6 +126,9 @@ class ClassificationTask(Task):
     def train_size(self) -> int:
         return len(self.train_set) if self.train_set is not None else 0
 
+    def train_lengths(self) -> np.ndarray | None:
+        return self.train_set.lengths
+
     def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.config.train
         return bucketed_batches(self.train_set.lengths, cfg.batch_size, cfg.bucket_pool, rng)

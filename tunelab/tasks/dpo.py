@@ -138,6 +138,9 @@ class DPOTask(Task):
     def train_size(self) -> int:
         return len(self.tokens["train"])
 
+    def train_lengths(self) -> np.ndarray | None:
+        return self.tokens["train"].lengths()
+
     def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.config.train
         return bucketed_batches(self.tokens["train"].lengths(), cfg.batch_size, cfg.bucket_pool, rng)

@@ -118,6 +118,9 @@ class QATask(Task):
     def train_size(self) -> int:
         return len(self.windows["train"]) if "train" in self.windows else 0
 
+    def train_lengths(self) -> np.ndarray | None:
+        return self.windows["train"].lengths
+
     def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.config.train
         return bucketed_batches(self.windows["train"].lengths, cfg.batch_size, cfg.bucket_pool, rng)

@@ -150,6 +150,9 @@ class SFTTask(Task):
     def train_size(self) -> int:
         return len(self.train_ids)
 
+    def train_lengths(self) -> np.ndarray | None:
+        return None if self.rows is not None else self.lengths(self.train_ids)
+
     def train_batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         cfg = self.config.train
         if self.rows is not None:  # batches of packed rows, in a seeded random order

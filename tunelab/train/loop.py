@@ -59,6 +59,15 @@ class TrainResult:
     def tokens_per_s(self) -> float:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
+    steady_from: tuple[int, float] | None = None  # (step, seconds) once the first steps' one-off costs are paid
+
+    @property
+    def steady_step_seconds(self) -> float | None:
+        """Mean seconds per optimizer step after the first ETA_AFTER_STEPS (None for shorter runs)."""
+        if self.steady_from is None or self.steps <= self.steady_from[0]:
+            return None
+        return (self.train_seconds - self.steady_from[1]) / (self.steps - self.steady_from[0])
+
 
 def total_steps_for(task: Task, cfg: TrainConfig) -> int:
     steps_per_epoch = math.ceil(len(task.train_batches(epoch_rng(cfg.seed, 0))) / cfg.grad_accum)
@@ -114,6 +123,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                 bar.advance(1, status=f"loss {loss:.4f}")
                 if position["step"] == first_step + ETA_AFTER_STEPS:
                     announce_eta(position, first_step, first_seconds, total_steps)
+                    position["steady_from"] = [position["step"], position["train_seconds"]]
                 if position["step"] % cfg.log_every == 0 or position["step"] == total_steps:
                     run.log({"step": position["step"], "epoch": position["epoch"], "loss": loss,
                              "lr": scheduler.get_last_lr()[0], **logged})
@@ -265,4 +275,5 @@ def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], 
     return TrainResult(metrics=metrics, steps=position["step"], samples=position["samples"],
                        tokens=position["tokens"], train_seconds=position["train_seconds"],
                        best_step=position["best_step"] or position["step"], stopped_early=position["stopped_early"],
-                       history=run.metrics())
+                       history=run.metrics(),
+                       steady_from=tuple(position["steady_from"]) if position.get("steady_from") else None)
