@@ -6,7 +6,10 @@ sizes b1 < b2 and is measured. Per size:
 
 - memory: one micro-step on the b longest training examples (the worst padding the run will meet), its
   peak RSS sampled (`tunelab.plan.rss`);
-- time: micro-steps on batches in the run's own order, their mean wall time.
+- time: micro-steps on batches of the run's own epoch (spread over it), their mean wall time. Where
+  the task pads batches to their longest member, the run's batches differ in length, so the time is
+  scaled by (the epoch's mean padded tokens per micro-batch) / (the timed batches' padded tokens):
+  work grows with the tokens a step processes.
 
 One warm-up step comes first (kernels, allocator, the optimizer's state), and the smaller size is
 measured first, so memory the allocator kept from a larger step does not inflate the smaller one.
@@ -30,7 +33,7 @@ from tunelab.train.loop import accumulate, optimizer_step
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.precision import Precision
 
-TIMED_STEPS = 2  # micro-steps timed per size, after the memory step
+TIMED_STEPS = 4  # micro-steps timed per size, after the memory step
 
 
 @dataclass
@@ -60,6 +63,22 @@ def pooled_indices(batches: list[np.ndarray], size: int, skip: int = 0) -> np.nd
     """`size` example indices in the run's order, starting after `skip` of them (wrapping around)."""
     flat = np.concatenate(batches)
     return np.take(flat, np.arange(skip, skip + size), mode="wrap")
+
+
+def timing_indices(batches: list[np.ndarray], size: int, number: int, count: int) -> np.ndarray:
+    """The `number`-th of `count` micro-batches spread over the epoch, cut (or pooled) to `size`."""
+    position = int(len(batches) * (number + 1) / (count + 1)) % len(batches)
+    batch = batches[position]
+    return batch[:size] if len(batch) >= size else pooled_indices(batches[position:] + batches[:position], size)
+
+
+def padded_tokens(lengths: np.ndarray, index: np.ndarray) -> int:
+    return int(len(index) * lengths[index].max())
+
+
+def typical_padded_tokens(lengths: np.ndarray, batches: list[np.ndarray], size: int) -> float:
+    """Mean padded tokens of a micro-batch of `size` over the epoch: size x the mean longest member."""
+    return size * float(np.mean([lengths[b].max() for b in batches if len(b)]))
 
 
 def longest_indices(task: Task, size: int, batches: list[np.ndarray]) -> np.ndarray:
@@ -99,8 +118,14 @@ def calibrate(model: torch.nn.Module, task: Task, precision: Precision, device: 
         longest = longest_indices(task, size, batches)
         with sampled_peak() as peak:
             micro_step(longest)
-        seconds = [micro_step(pooled_indices(batches, size, skip=size * (i + 1))) for i in range(TIMED_STEPS)]
+        timed = [timing_indices(batches, size, i, TIMED_STEPS) for i in range(TIMED_STEPS)]
+        seconds = float(np.mean([micro_step(index) for index in timed]))
         lengths = task.train_lengths()
-        points.append(SizePoint(size, peak.mb, float(np.mean(seconds)),
-                                int(np.asarray(lengths)[longest].max()) if lengths is not None else None))
+        longest_tokens = None
+        if lengths is not None:
+            lengths = np.asarray(lengths)
+            timed_tokens = np.mean([padded_tokens(lengths, index) for index in timed])
+            seconds *= typical_padded_tokens(lengths, batches, size) / timed_tokens
+            longest_tokens = int(lengths[longest].max())
+        points.append(SizePoint(size, peak.mb, seconds, longest_tokens))
     return Calibration(points, warm_mb, warmup)

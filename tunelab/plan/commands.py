@@ -77,6 +77,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     place_model(model, device)
     precision = choose_precision(config.train.precision, device)
     prefix_cache = build_cache(model, task, source, config, precision)
+    import tunelab.report.plots  # noqa: F401 (a run ends with plots and a report: matplotlib's memory is in its peak)
+
     loading_peak = process_peak_mb()
     calibration = calibrate(model, task, precision, device, prefix_cache)
     cfg = config.train
