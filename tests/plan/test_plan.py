@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tunelab.plan.calibrate import Calibration, SizePoint, calibration_sizes
@@ -51,12 +50,17 @@ def test_calibration_sizes_bracket_the_recipe():
 
 
 def test_sampled_peak_sees_a_short_lived_allocation():
+    import mmap
+    import time
+
     before = current_rss_mb()
     with sampled_peak() as peak:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        block.sum()
-        del block
-    assert peak.mb - before > 50
+        block = mmap.mmap(-1, 64 * 2**20)  # 64 MiB of fresh pages (no allocator can hand back old ones)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        time.sleep(0.05)
+        block.close()
+    assert peak.mb - before > 50 and current_rss_mb() - before < 30  # seen inside, gone after
 
 
 def test_units():
