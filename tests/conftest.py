@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # a private cache per test session: tests never touch the user's ~/.cache/tunelab
 os.environ.setdefault("TUNELAB_CACHE", tempfile.mkdtemp(prefix="tunelab-test-cache-"))
+# where transformers copies a model's own code when a test lets it run (never ~/.cache/huggingface)
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="tunelab-test-hf-modules-"))
 torch.set_num_threads(2)
 
 

@@ -17,6 +17,11 @@ from tunelab.tasks.registry import TASK_REGISTRY
 class ModelConfig(Frozen):
     name: str = Field(default="minilm", description="packaged alias, hub id or local directory")
     revision: str | None = None
+    # a model or tokenizer with its own Python code (auto_map in its config.json/tokenizer_config.json)
+    # imports that code when loaded; off by default, so a downloaded folder never runs code unasked
+    trust_remote_code: bool = Field(
+        default=False, description="allow loading a model/tokenizer that runs its own Python code from its "
+        "folder or hub repo (read that code first)")
     max_length: int = Field(default=128, ge=8, le=8192)
     quantize: Literal["none", "4bit", "8bit"] = Field(
         default="none", description="load the frozen base quantised (bitsandbytes, CPU or CUDA) for QLoRA")

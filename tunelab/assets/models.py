@@ -142,13 +142,16 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     return _resolve_hub(name, revision)
 
 
-def load_tokenizer(resolved: ResolvedModel) -> Any:
+def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False) -> Any:
     """AutoTokenizer for the model; causal LMs often ship without a pad token, and batching needs
-    one, so pad falls back to eos (the attention mask keeps pads out of the loss)."""
+    one, so pad falls back to eos (the attention mask keeps pads out of the loss). A tokenizer with
+    its own code loads only with `trust_remote_code` (`model.trust_remote_code`)."""
     from transformers import AutoTokenizer
 
+    from tunelab.models.remote_code import from_pretrained
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        tokenizer = from_pretrained(AutoTokenizer, resolved.path, trust_remote_code)
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TunelabError(f"cannot load a tokenizer for '{resolved.name}' from {resolved.path}: "

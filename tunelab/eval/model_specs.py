@@ -122,7 +122,8 @@ def load_spec(spec: ModelSpec, resolved: ResolvedModel, device: Any, dtype: Any)
         return loaded.model.to(device=device, dtype=dtype).eval(), loaded.tokenizer
 
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype, output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype, output_loading_info=True,
+                                                           trust_remote_code=False)  # never a model's own code
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TunelabError(f"model spec {spec.spec!r}: cannot load a causal LM from {resolved.path}: {first}") \

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from tunelab.config import ModelConfig
 from tunelab.errors import TunelabError
+from tunelab.models.remote_code import from_pretrained
 from tunelab.train.precision import default_device
 
 
@@ -74,7 +75,8 @@ def load_causal_lm(model_path: Path, cfg: ModelConfig, gradient_checkpointing: b
     device = default_device()
     quant = quantization_config(cfg.quantize, device)
     placement = {"quantization_config": quant, "device_map": device_map(device)} if quant else {}
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32, **placement)
+    model = from_pretrained(AutoModelForCausalLM, model_path, cfg.trust_remote_code, dtype=torch.float32,
+                            **placement)
     if quant:
         release_checkpoint_file(model)
     if cfg.quantize == "8bit":  # LLM.int8 casts fp32 inputs to fp16 in every matmul and logs that every call

@@ -75,6 +75,6 @@ def model_source_for(cfg: ModelConfig) -> ModelSource:
         resolved = resolve_model(cfg.name, cfg.revision)
     except TunelabError as error:  # name the recipe key: the same model may come from several places
         raise TunelabError(f"model.name: {error}") from None
-    tokenizer = load_tokenizer(resolved)
+    tokenizer = load_tokenizer(resolved, cfg.trust_remote_code)
     return PretrainedSource(cfg.name, cfg.revision, resolved.path, resolved.fingerprint, tokenizer,
                             tokenizer_fingerprint(tokenizer))

@@ -24,6 +24,7 @@ from tunelab.data.label_rows import clean_split
 from tunelab.data.tables import join_text, load_tables
 from tunelab.errors import TunelabError
 from tunelab.eval.classification_metrics import classification_metrics, confusion_table
+from tunelab.models.remote_code import from_pretrained
 from tunelab.progress import progress_bar
 from tunelab.rundir import atomic_write_text
 from tunelab.tasks.base import Task
@@ -149,9 +150,9 @@ class ClassificationTask(Task):
         if source.kind != "pretrained":
             raise TunelabError("task classification fine-tunes a pretrained encoder: set model.name, not model.arch")
         names = self.label_names
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(source.path), num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)})
+        return from_pretrained(
+            AutoModelForSequenceClassification, source.path, self.config.model.trust_remote_code,
+            num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
 
     def artifact_state(self) -> dict[str, Any]:
         return {"label_names": self.label_names}

@@ -27,6 +27,7 @@ from tunelab.data.qa_windows import QAWindows, encode_windows, max_question_toke
 from tunelab.errors import TunelabError
 from tunelab.eval.qa_postprocess import Answer, best_answers, tune_threshold
 from tunelab.eval.squad_metrics import squad_v2_metrics
+from tunelab.models.remote_code import from_pretrained
 from tunelab.progress import progress_bar
 from tunelab.rundir import atomic_write_json, atomic_write_text
 from tunelab.tasks.base import Task
@@ -132,7 +133,7 @@ class QATask(Task):
     def build_model(self, source) -> nn.Module:
         if source.kind != "pretrained":
             raise TunelabError("task qa fine-tunes a pretrained encoder: set model.name, not model.arch")
-        return AutoModelForQuestionAnswering.from_pretrained(str(source.path))
+        return from_pretrained(AutoModelForQuestionAnswering, source.path, self.config.model.trust_remote_code)
 
     def artifact_state(self) -> dict[str, Any]:
         return {"null_threshold": self.threshold, "no_answer": self.no_answer}

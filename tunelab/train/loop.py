@@ -36,6 +36,7 @@ from tunelab.tasks.base import Task
 from tunelab.train.batching import epoch_rng
 from tunelab.train.checkpoint import load_best, load_checkpoint, save_best, save_checkpoint
 from tunelab.train.optim import build_optimizer, build_scheduler
+from tunelab.train.out_of_memory import out_of_memory_as_error
 from tunelab.train.precision import Precision
 from tunelab.train.prefix_cache import FrozenPrefixCache
 
@@ -186,6 +187,7 @@ def accumulate(model: nn.Module, task: Task, group: list, step: int, precision: 
     Each micro-batch j returns the mean loss_j over its w_j items; scaling it by w_j / Σw makes the
     accumulated gradient that of  Σ_j w_j · loss_j / Σ_j w_j,  the mean over every item of the step,
     whatever the micro-batch sizes or lengths. Logged scalars are averaged with the same weights.
+    Running out of memory in a forward/backward is one TunelabError naming the settings to lower.
     Returns (step loss, weighted mean of the logged scalars plus "tokens")."""
     batches = [draw_batch(model, task, index, step, device) for index in group]
     weights = [task.loss_weight(batch) for batch in batches]
@@ -193,11 +195,12 @@ def accumulate(model: nn.Module, task: Task, group: list, step: int, precision: 
     step_loss, tokens, logged = 0.0, 0, {}
     for index, batch, weight in zip(group, batches, weights, strict=True):
         cached = prefix_cache.active(index, device) if prefix_cache else contextlib.nullcontext()
-        with cached, precision.autocast():
-            loss, scalars = task.loss_fn(model, batch)
         share = weight / total_weight
-        scaled = loss * share
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        with out_of_memory_as_error(step + 1, batch, task.config):  # one line naming what to lower
+            with cached, precision.autocast():
+                loss, scalars = task.loss_fn(model, batch)
+            scaled = loss * share
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         step_loss += float(loss.detach()) * share
         for key, value in scalars.items():
             logged[key] = logged.get(key, 0.0) + float(value) * share
