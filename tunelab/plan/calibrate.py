@@ -20,8 +20,7 @@ examples in a micro-batch, while weights, optimizer state and per-step overheads
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,7 +50,6 @@ class Calibration:
     points: list[SizePoint]
     warm_mb: float  # RSS after the warm-up step: weights, data, optimizer state
     warmup_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def calibration_sizes(batch_size: int) -> list[int]:
@@ -81,12 +79,11 @@ def typical_padded_tokens(lengths: np.ndarray, batches: list[np.ndarray], size: 
     return size * float(np.mean([lengths[b].max() for b in batches if len(b)]))
 
 
-def longest_indices(task: Task, size: int, batches: list[np.ndarray]) -> np.ndarray:
+def longest_indices(lengths: np.ndarray | None, size: int, batches: list[np.ndarray]) -> np.ndarray:
     """The `size` longest training examples when the task knows its lengths, else its first batch."""
-    lengths = task.train_lengths()
     if lengths is None:
         return pooled_indices(batches, size)
-    return np.argsort(-np.asarray(lengths), kind="stable")[:size]
+    return np.argsort(-lengths, kind="stable")[:size]
 
 
 def calibrate(model: torch.nn.Module, task: Task, precision: Precision, device: torch.device,
@@ -100,6 +97,7 @@ def calibrate(model: torch.nn.Module, task: Task, precision: Precision, device: 
     scaler = precision.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]
     batches = task.train_batches(epoch_rng(cfg.seed, 0))
+    lengths = None if task.train_lengths() is None else np.asarray(task.train_lengths())
     model.train()
     step = 0
 
@@ -115,15 +113,13 @@ def calibrate(model: torch.nn.Module, task: Task, precision: Precision, device: 
     warm_mb = current_rss_mb()
     points = []
     for size in sizes:
-        longest = longest_indices(task, size, batches)
+        longest = longest_indices(lengths, size, batches)
         with sampled_peak() as peak:
             micro_step(longest)
         timed = [timing_indices(batches, size, i, TIMED_STEPS) for i in range(TIMED_STEPS)]
         seconds = float(np.mean([micro_step(index) for index in timed]))
-        lengths = task.train_lengths()
         longest_tokens = None
         if lengths is not None:
-            lengths = np.asarray(lengths)
             timed_tokens = np.mean([padded_tokens(lengths, index) for index in timed])
             seconds *= typical_padded_tokens(lengths, batches, size) / timed_tokens
             longest_tokens = int(lengths[longest].max())
