@@ -1,7 +1,8 @@
 """Files of `tunelab eval`: per-prompt and summary tables as markdown, CSV and one HTML page.
 
 Model text is untrusted: in HTML every cell goes through `html.escape`; in markdown `&`, `<`, `>`
-become entities (a generated `<script>` stays text in any viewer), `|` is escaped and newlines become
+become entities (a generated `<script>` stays text in any viewer), `[` `]` are escaped (no link or image
+syntax, so no `javascript:` link), `|` is escaped and newlines become
 `<br>` so a multi-line answer stays in its cell. CSV keeps raw text and full-precision numbers (the csv
 module quotes as needed).
 """
@@ -24,6 +25,8 @@ PER_MODEL_COLUMNS = [("generation", "generation"), ("ppl", "PPL"), ("bleu", "BLE
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 th{background:#f3f3f3}td.text{white-space:pre-wrap;max-width:40em}td.num{text-align:right}"""
+# no script at all, no external fetch: even text that slipped through unescaped could not run or load anything
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
 def fmt(value: Any) -> str:
@@ -42,7 +45,8 @@ def per_prompt_columns(labels: list[str]) -> list[tuple[str, str]]:
 
 
 def markdown_cell(value: Any) -> str:
-    text = html.escape(fmt(value), quote=False).replace("|", "\\|")
+    """Entities for & < >, and `[` `]` backslash-escaped so no text forms a link or image ([x](javascript:..))."""
+    text = html.escape(fmt(value), quote=False).replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
     return "<br>".join(text.splitlines())
 
 
@@ -77,9 +81,10 @@ def html_page(summary_rows: list[dict[str, Any]], prompt_rows: list[dict[str, An
     settings = ", ".join(f"{k}={v}" for k, v in meta.get("settings", {}).items())
     return "\n".join([
         "<!doctype html><html><head><meta charset='utf-8'><title>tunelab eval</title>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>tunelab eval: {html.escape(str(meta.get('prompt_file', '')))}</h1>",
-        f"<p>{meta.get('num_prompts', len(prompt_rows))} prompts; {html.escape(settings)}</p>",
+        f"<p>{html.escape(str(meta.get('num_prompts', len(prompt_rows))))} prompts; {html.escape(settings)}</p>",
         "<h2>Summary</h2>", html_table(summary_rows, SUMMARY_COLUMNS, "summary"),
         "<h2>Per prompt</h2>", html_table(prompt_rows, per_prompt_columns(labels), "per_prompt"),
         "</body></html>\n"])

@@ -33,7 +33,7 @@ def code_section(records: list[RunRecord]) -> str:
         scored = {label: _read(record.path / "code_eval" / label) for label in ("base", "tuned")}
         scored = {label: found for label, found in scored.items() if found}
         for label, (summary, _) in scored.items():
-            rows.append(f"<tr><td>{esc(record.label)}</td><td>{label}</td><td>{summary['num_problems']}</td>"
+            rows.append(f"<tr><td>{esc(record.label)}</td><td>{label}</td><td>{esc(summary['num_problems'])}</td>"
                         f"<td>{summary['pass_at_k']['pass@1']:.3f}</td><td>{esc(_kinds(summary))}</td></tr>")
         if len(scored) == 2:
             base = {row["task_id"]: row for row in scored["base"][1]}

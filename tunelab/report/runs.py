@@ -19,7 +19,7 @@ from tunelab.errors import TunelabError
 from tunelab.rundir import read_jsonl
 from tunelab.tasks.registry import default_metric
 
-SKIP_DIRS = {"artifact", "checkpoints", "tensorboard", "mlruns"}
+SKIP_DIRS = {"artifact", "checkpoints", "tensorboard", "mlruns", "code_eval"}  # code_eval/*/summary.json: not runs
 
 
 @dataclass

@@ -225,7 +225,7 @@ def stage_eval_section(records: list[RunRecord]) -> str:
                            for row in csv.DictReader(handle)]
         columns = [("id", "id"), ("prompt", "prompt")] + [(f"{label}:ppl", f"{label} PPL") for label in labels]
         parts.append(f"<h3>{esc(folder.parent.name)}: {esc(summary.get('prompt_file', ''))} "
-                     f"({summary.get('num_prompts', len(prompt_rows))} prompts)</h3>"
+                     f"({esc(summary.get('num_prompts', len(prompt_rows)))} prompts)</h3>"
                      + html_table(rows, SUMMARY_COLUMNS, "stage-summary")
                      + html_table(prompt_rows[:MAX_PROMPTS], columns, "stage-per-prompt"))
     return "".join(parts)
