@@ -17,9 +17,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tunelab.recipes import load_recipe
     from tunelab.report.compare import print_comparison, write_comparison
     from tunelab.runner import run_recipe
+    from tunelab.train.distributed import is_main, leave
 
+    if args.nproc:  # re-launched under torchrun, one process per rank (tunelab.train.launch)
+        from tunelab.train.launch import launch_run
+
+        return launch_run(args.nproc, args.recipe, args.overrides, args.resume)
     config = load_recipe(args.recipe, args.overrides)
     outcomes = run_recipe(config, resume=Path(args.resume) if args.resume else None)
+    if not is_main():  # rank 0 prints the comparison
+        leave()
+        return 0
     if len(outcomes) > 1:
         group = outcomes[0].run_dir.parent
         write_comparison(outcomes, group)
@@ -28,6 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print_comparison(outcomes)
         print(f"run directory: {outcomes[0].run_dir}")
+    leave()
     return 0
 
 
@@ -118,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = verbs.add_parser("run", help="train a recipe (all its variants) and compare")
     add_recipe_args(run)
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    run.add_argument("--nproc", type=int, metavar="N", help="data-parallel over N local processes (torchrun; "
+                     "the global batch stays train.batch_size x train.grad_accum)")
     generate = verbs.add_parser("generate", help="print a sample from a finished language-model run (task: lm)")
     generate.add_argument("run", metavar="RUN_DIR")
     generate.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")

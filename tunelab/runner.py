@@ -31,6 +31,7 @@ from tunelab.progress import console
 from tunelab.recipes import config_to_dict, with_overrides
 from tunelab.rundir import RunDir, atomic_write_json, new_run_id
 from tunelab.tasks.registry import task_class
+from tunelab.train.distributed import FollowerRunDir, ranks, share
 from tunelab.train.loop import check_metric, train
 from tunelab.train.precision import choose_precision, default_device, precision_reason
 from tunelab.train.prefix_cache import FrozenPrefixCache, build_prefix_cache
@@ -57,12 +58,13 @@ def run_recipe(config: RunConfig, resume: Path | None = None, root: Path | None 
 
     `on_eval(step, metrics) -> stop?` is called after each periodic evaluation (sweeps prune with it)."""
     quiet_transformers()
+    ranks()  # under torchrun: join the process group now, so only rank 0 prints from here on
     root = Path(root or config.output_dir)
     if config.stages:
         return run_stages(config, resume, root, on_eval)
     if not config.variants:
         return [run_single(config, config.name, root / config.name, resume, on_eval=on_eval)]
-    group_dir = Path(resume) if resume else root / config.name / new_run_id()
+    group_dir = share(Path(resume) if resume else root / config.name / new_run_id())  # one folder for all ranks
     outcomes = []
     for done, (label, overrides) in enumerate(config.variants.items()):
         variant = with_overrides(config, overrides, source=f"variants.{label}")
@@ -83,11 +85,13 @@ def run_stages(config: RunConfig, resume: Path | None, root: Path, on_eval=None)
     then, when `compare_prompts` is set, compare the base and every stage on that prompt set."""
     from tunelab.stages import CHAIN_FILE, stage_config, stage_names
 
-    group_dir = Path(resume) if resume else root / config.name / new_run_id()
-    group_dir.mkdir(parents=True, exist_ok=True)
+    group_dir = share(Path(resume) if resume else root / config.name / new_run_id())  # one folder for all ranks
     names = stage_names(config)
-    atomic_write_json(group_dir / CHAIN_FILE, {"recipe": config.name, "base": config.model.name,
-                                               "stages": names})
+    main = ranks() is None or ranks().main
+    if main:
+        group_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(group_dir / CHAIN_FILE, {"recipe": config.name, "base": config.model.name,
+                                                   "stages": names})
     outcomes: list[RunOutcome] = []
     for index, name in enumerate(names):
         init_from = str(outcomes[-1].run_dir) if outcomes else None
@@ -97,7 +101,7 @@ def run_stages(config: RunConfig, resume: Path | None, root: Path, on_eval=None)
                       + (f", from {outcomes[-1].label}" if outcomes else ""))
         outcomes.append(run_single(stage, name, group_dir, existing if resume and existing.is_dir() else None,
                                    run_id=name, on_eval=on_eval))
-    if config.compare_prompts:
+    if config.compare_prompts and main:
         compare_stages(config, outcomes, group_dir)
     return outcomes
 
@@ -201,11 +205,17 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     model, breakdown, applied = prepare_model(config, task, source)
     if task.preflight_report is not None:  # printed once the model is built: a config error stays one line
         task.preflight_report.print(full=False)
-    device = default_device()
+    group = ranks()  # None in one process; under torchrun rank 0 owns the run folder
+    device = group.device if group else default_device()
     place_model(model, device)
     precision = choose_precision(config.train.precision, device)
-    run = RunDir(Path(resume)) if resume else RunDir.create(parent, "", run_id)
-    run.write_config(config_to_dict(config), seed=config.train.seed)
+    if group is None or group.main:
+        run = RunDir(Path(resume)) if resume else RunDir.create(parent, "", run_id)
+        run.write_config(config_to_dict(config), seed=config.train.seed)
+    if group is not None:  # every rank learns rank 0's folder; the others only read it
+        path = share(run.path if group.main else None)
+        if not group.main:
+            run = FollowerRunDir(path)
     what = (f"{config.adapter.variant} on {config.model.name}" if source.kind == "pretrained"
             else f"from scratch ({config.model.arch.get('type')})")
     console.print(f"[bold]{label}[/]: {what}, {breakdown['trainable']:,} trainable / {breakdown['total']:,} params, "
@@ -216,6 +226,8 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     cache_seconds = time.perf_counter() - cache_started
     result = train(model, task, config.train, run, precision, device, resume=resume is not None,
                    metric=config.eval.metric or task.default_metric, prefix_cache=prefix_cache, on_eval=on_eval)
+    if group is not None and not group.main:
+        return RunOutcome(label, run.path, {})  # rank 0 writes the artifact and the summary
     save_run_artifact(model, task, source, applied, run.path)
     if applied.variant != "none":
         from tunelab.adapters.introspect import adapter_stats, plot_scale_heatmap, write_adapter_stats
@@ -232,7 +244,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         "samples_per_s": round(result.samples_per_s, 2), "tokens_per_s": round(result.tokens_per_s, 1),
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(time.perf_counter() - started, 2),
         "prefix_cache_seconds": round(cache_seconds, 2),
-        "peak_rss_mb": round(process_peak_mb(), 1),
+        "peak_rss_mb": round(process_peak_mb(), 1), "processes": group.world if group else 1,
         "step_seconds": round(result.steady_step_seconds, 4) if result.steady_step_seconds else None,
     }
     planned = predicted_vs_measured(config, summary["peak_rss_mb"], result.steady_step_seconds)

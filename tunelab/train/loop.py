@@ -35,6 +35,7 @@ from tunelab.rundir import RunDir
 from tunelab.tasks.base import Task
 from tunelab.train.batching import epoch_rng
 from tunelab.train.checkpoint import load_best, load_checkpoint, save_best, save_checkpoint
+from tunelab.train.distributed import DataParallel, ranks, share
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.out_of_memory import out_of_memory_as_error
 from tunelab.train.precision import Precision
@@ -102,6 +103,9 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
     elif resume:  # killed before its first checkpoint: said aloud, and the lines it logged are dropped
         console.print(f"{run.path}: no checkpoint yet, so training starts again from step 0")
         run.truncate_metrics(0)
+    group = ranks()  # None in one process; under torchrun this rank's place (tunelab.train.distributed)
+    parallel = DataParallel(model, task, group) if group else None
+    main = group is None or group.main  # rank 0 evaluates and writes; the others follow its decisions
     eval_every = cfg.eval_every
     first_step, first_seconds = position["step"], position["train_seconds"]
     model.train()
@@ -113,7 +117,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                 group = batches[position["batch"]: position["batch"] + cfg.grad_accum]
                 started = time.perf_counter()
                 loss, logged = accumulate(model, task, group, position["step"], precision, scaler, device,
-                                          prefix_cache)
+                                          prefix_cache, parallel)
                 applied = optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
                 count_skipped(position, applied, loss, cfg, run)
                 position["train_seconds"] += time.perf_counter() - started
@@ -129,10 +133,13 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                     run.log({"step": position["step"], "epoch": position["epoch"], "loss": loss,
                              "lr": scheduler.get_last_lr()[0], **logged})
                 if eval_every and position["step"] % eval_every == 0:
-                    metrics = periodic_eval(model, task, run, position, cfg, metric, precision, prefix_cache, device)
-                    if on_eval is not None and on_eval(position["step"], metrics):
-                        position["stopped_early"] = True
-                if checkpoint_due(position["step"], cfg):
+                    if main:
+                        metrics = periodic_eval(model, task, run, position, cfg, metric, precision, prefix_cache,
+                                                device)
+                        if on_eval is not None and on_eval(position["step"], metrics):
+                            position["stopped_early"] = True
+                    position = share(position)  # best step and early stop as rank 0 decided
+                if main and checkpoint_due(position["step"], cfg):
                     save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
                                     position, task.generators)
                 if position["stopped_early"]:
@@ -140,6 +147,10 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
             if position["batch"] >= len(batches):
                 position["epoch"] += 1
                 position["batch"] = 0
+    if not main:  # the final evaluation and every file are rank 0's
+        return TrainResult(metrics={}, steps=position["step"], samples=position["samples"],
+                           tokens=position["tokens"], train_seconds=position["train_seconds"],
+                           best_step=position["best_step"], stopped_early=position["stopped_early"])
     return finish(model, task, run, position, precision, prefix_cache, device)
 
 
@@ -181,31 +192,41 @@ def draw_batch(model: nn.Module, task: Task, index, step: int, device: torch.dev
 
 
 def accumulate(model: nn.Module, task: Task, group: list, step: int, precision: Precision, scaler,
-               device: torch.device, prefix_cache: FrozenPrefixCache | None = None) -> tuple[float, dict[str, float]]:
+               device: torch.device, prefix_cache: FrozenPrefixCache | None = None,
+               parallel: DataParallel | None = None) -> tuple[float, dict[str, float]]:
     """Forward/backward over the micro-batches of one optimizer step.
 
     Each micro-batch j returns the mean loss_j over its w_j items; scaling it by w_j / Σw makes the
     accumulated gradient that of  Σ_j w_j · loss_j / Σ_j w_j,  the mean over every item of the step,
     whatever the micro-batch sizes or lengths. Logged scalars are averaged with the same weights.
+    Under torchrun each rank takes its share of the micro-batches and Σw, the loss and the logged
+    scalars are summed over ranks (tunelab.train.distributed).
     Running out of memory in a forward/backward is one TunelabError naming the settings to lower.
     Returns (step loss, weighted mean of the logged scalars plus "tokens")."""
-    batches = [draw_batch(model, task, index, step, device) for index in group]
-    weights = [task.loss_weight(batch) for batch in batches]
-    total_weight = sum(weights) or 1.0
-    step_loss, tokens, logged = 0.0, 0, {}
-    for index, batch, weight in zip(group, batches, weights, strict=True):
+    mine = parallel.shard(group) if parallel else [(index, 1.0) for index in group]
+    batches = [draw_batch(model, task, index, step, device) for index, _ in mine]
+    weights = [task.loss_weight(batch) * keep for batch, (_, keep) in zip(batches, mine, strict=True)]
+    total_weight = (parallel.sum([sum(weights)])[0] if parallel else sum(weights)) or 1.0
+    ranks_scale = parallel.world if parallel else 1  # DDP averages gradients over the ranks
+    step_loss, tokens, logged = 0.0, 0.0, {}
+    for j, ((index, keep), batch, weight) in enumerate(zip(mine, batches, weights, strict=True)):
         cached = prefix_cache.active(index, device) if prefix_cache else contextlib.nullcontext()
+        synced = parallel.sync(last=j == len(batches) - 1) if parallel else contextlib.nullcontext()
         share = weight / total_weight
-        with out_of_memory_as_error(step + 1, batch, task.config):  # one line naming what to lower
+        with out_of_memory_as_error(step + 1, batch, task.config), synced:  # one line naming what to lower
             with cached, precision.autocast():
-                loss, scalars = task.loss_fn(model, batch)
-            scaled = loss * share
+                loss, scalars = parallel.loss(batch) if parallel else task.loss_fn(model, batch)
+            scaled = loss * (share * ranks_scale)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         step_loss += float(loss.detach()) * share
         for key, value in scalars.items():
             logged[key] = logged.get(key, 0.0) + float(value) * share
-        tokens += task.batch_tokens(batch)
-    return step_loss, {**logged, "tokens": tokens}
+        tokens += task.batch_tokens(batch) * keep
+    if parallel:
+        keys = sorted(logged)
+        step_loss, tokens, *values = parallel.sum([step_loss, tokens, *(logged[k] for k in keys)])
+        logged = dict(zip(keys, values, strict=True))
+    return step_loss, {**logged, "tokens": int(round(tokens))}
 
 
 def optimizer_step(optimizer, scheduler, scaler, trainable: list[torch.Tensor], clip: float | None) -> bool:

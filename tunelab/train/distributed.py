@@ -1,0 +1,188 @@
+"""Data-parallel training with PyTorch's own engine: torchrun (or `accelerate launch`) starts N processes,
+each runs the same recipe, and `torch.nn.parallel.DistributedDataParallel` averages gradients.
+
+What a recipe means does not change with N. An optimizer step is still the `train.grad_accum`
+micro-batches of `train.batch_size` that one process would take; the ranks split them:
+
+- when the step's micro-batch count is a multiple of N, rank r takes micro-batches r, r+N, ... whole
+  (the same batches one process would see, so the same padding and BatchNorm statistics);
+- otherwise every micro-batch is split into N row shards and rank r takes shard r;
+- a rank left with nothing (a last micro-batch smaller than N) runs one row with weight 0, so every
+  rank joins the gradient all-reduce.
+
+The step's loss stays the exact mean over all its items (tunelab.train.loop): with w_j the items of
+micro-batch j over every rank, rank r back-propagates  N · Σ_{j on r} w_j · loss_j / Σ_j w_j,  and
+DDP's mean over the N ranks gives  Σ_j w_j · loss_j / Σ_j w_j.  Σ_j w_j is one all-reduce per step.
+
+Only rank 0 evaluates and writes files (run folder, checkpoints, artifact, report); the other ranks wait
+for its decision (best step, early stop) and take it. Every rank reads a checkpoint on --resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tunelab.errors import TunelabError
+
+#: ranks wait this long for rank 0's evaluation before giving up (a long final eval must fit)
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        """This rank's device: its own GPU (LOCAL_RANK) when CUDA is there, else the CPU."""
+        return torch.device("cuda", self.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def launched_world() -> int:
+    """Process count set by torchrun / accelerate launch (1 when started plainly)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise TunelabError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a process count") from None
+
+
+def ranks() -> Ranks | None:
+    """This process's place in the group, joining the group on first call; None in a single process."""
+    if launched_world() <= 1:
+        return None
+    if not dist.is_initialized():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+        quiet_followers(dist.get_rank())
+    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main() -> bool:
+    """True in a single process and on rank 0: the one process that prints and writes files."""
+    group = ranks()
+    return group is None or group.main
+
+
+def quiet_followers(rank: int) -> None:
+    """Ranks other than 0 print nothing (rank 0 speaks for the group) and show no progress bars."""
+    if rank != 0:
+        from tunelab.progress import console
+
+        console.quiet = True
+        os.environ["TUNELAB_QUIET"] = "1"
+
+
+def share(value: Any) -> Any:
+    """Rank 0's `value` on every rank (any picklable object); the value itself in one process."""
+    if ranks() is None:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def leave() -> None:
+    """Leave the process group at the end of a run (a no-op in one process)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+class LossModule(nn.Module):
+    """The task's loss as a module, so DDP wraps exactly the forward that produces the loss, whatever
+    the task calls inside it (model(...), model.base_model(...), its output embeddings)."""
+
+    def __init__(self, model: nn.Module, task: Any):
+        super().__init__()
+        self.model = model
+        self.task = task  # a plain attribute: not a module
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.task.loss_fn(self.model, batch)
+
+
+class DataParallel:
+    """One rank's view of data-parallel training: which micro-batches it takes, its DDP-wrapped loss,
+    and the sums over ranks the loop needs."""
+
+    def __init__(self, model: nn.Module, task: Any, group: Ranks):
+        self.group = group
+        device_ids = [group.local_rank] if torch.cuda.is_available() else None
+        self.ddp = nn.parallel.DistributedDataParallel(LossModule(model, task), device_ids=device_ids)
+
+    @property
+    def world(self) -> int:
+        return self.group.world
+
+    def shard(self, micro_batches: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """This rank's (index, keep) pairs for one optimizer step (see the module docstring); keep is 0
+        for the one-row stand-in of a rank that got no rows."""
+        n, r = self.world, self.group.rank
+        if len(micro_batches) % n == 0:
+            mine = micro_batches[r::n]
+        else:
+            mine = [part for index in micro_batches if len(part := np.array_split(index, n)[r])]
+        if mine:
+            return [(index, 1.0) for index in mine]
+        return [(micro_batches[0][:1], 0.0)]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (float64, one all-reduce)."""
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.to(self.group.device)
+        dist.all_reduce(tensor)
+        return tensor.cpu().tolist()
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.ddp(batch)
+
+    @contextlib.contextmanager
+    def sync(self, last: bool) -> Iterator[None]:
+        """Gradients are all-reduced once per step, in the backward of the rank's last micro-batch."""
+        with contextlib.nullcontext() if last else self.ddp.no_sync():
+            yield
+
+
+class FollowerRunDir:
+    """The run folder as a rank other than 0 sees it: it reads (checkpoints on --resume) and never
+    writes, so N processes leave exactly the files one process would."""
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+
+    def write_config(self, config: dict[str, Any], seed: int | None = None) -> None:
+        """Rank 0 writes it."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Rank 0 logs the step (its loss is already the mean over every rank)."""
+
+    def truncate_metrics(self, step: int) -> None:
+        """Rank 0 truncates."""
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Rank 0 writes it."""
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return []
