@@ -59,8 +59,12 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler, position: dict[str, Any],
-                    generators: dict[str, np.random.Generator] | None = None) -> None:
+                    generators: dict[str, np.random.Generator] | None = None,
+                    rank_states: list[dict[str, Any]] | None = None) -> None:
+    """`rank_states`: under torchrun, every rank's RNG states (ranks.json; rank 0's are also the main files)."""
     def write(tmp: Path) -> None:
+        if rank_states is not None:
+            (tmp / "ranks.json").write_text(json.dumps(rank_states), encoding="utf-8")
         save_file(model_state(model), str(tmp / "trainable.safetensors"))
         torch.save({
             "optimizer": optimizer.state_dict(),
@@ -96,6 +100,12 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     restore_numpy_state(json.loads((folder / "rng.json").read_text(encoding="utf-8")), generators or {})
     return json.loads((folder / "position.json").read_text(encoding="utf-8"))
+
+
+def load_rank_states(folder: Path) -> list[dict[str, Any]] | None:
+    """Every rank's RNG states from a data-parallel checkpoint; None for a one-process checkpoint."""
+    path = Path(folder) / "ranks.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _as_tuple(value):

@@ -34,6 +34,8 @@ from torch import nn
 
 from tunelab.errors import TunelabError
 
+#: rank r > 0 seeds torch with seed + r * stride (distinct streams for any seed below the stride)
+RANK_SEED_STRIDE = 1_000_003
 #: ranks wait this long for rank 0's evaluation before giving up (a long final eval must fit)
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
@@ -124,10 +126,36 @@ class DataParallel:
     """One rank's view of data-parallel training: which micro-batches it takes, its DDP-wrapped loss,
     and the sums over ranks the loop needs."""
 
-    def __init__(self, model: nn.Module, task: Any, group: Ranks):
+    def __init__(self, model: nn.Module, task: Any, group: Ranks, seed: int):
         self.group = group
         device_ids = [group.local_rank] if torch.cuda.is_available() else None
         self.ddp = nn.parallel.DistributedDataParallel(LossModule(model, task), device_ids=device_ids)
+        if group.rank > 0:  # its own dropout masks and augmentation draws; rank 0 keeps one process's streams
+            torch.manual_seed(seed + RANK_SEED_STRIDE * group.rank)
+            for i, name in enumerate(sorted(task.generators)):
+                task.generators[name] = np.random.default_rng([seed, group.rank, i])
+
+    def rank_states(self, generators: dict[str, np.random.Generator]) -> list[dict[str, Any]]:
+        """Every rank's torch, Python, numpy and task-generator states, gathered for rank 0's checkpoint
+        (a collective: every rank calls it at each checkpoint), so --resume restores each rank's own."""
+        from tunelab.train.checkpoint import numpy_state
+
+        mine = {"torch": torch.get_rng_state().tolist(), **numpy_state(generators)}
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, mine)
+        return states
+
+    def restore_rank_state(self, states: list[dict[str, Any]] | None,
+                           generators: dict[str, np.random.Generator]) -> None:
+        """After loading a checkpoint (rank 0's states), take this rank's own from `ranks.json`; a run resumed
+        with another process count keeps the fresh streams of ranks rank 0 never saved."""
+        from tunelab.train.checkpoint import restore_numpy_state
+
+        if self.group.rank == 0 or states is None or len(states) != self.world:
+            return
+        state = states[self.group.rank]
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+        restore_numpy_state(state, generators)
 
     @property
     def world(self) -> int:

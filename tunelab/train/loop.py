@@ -34,7 +34,7 @@ from tunelab.progress import console, progress_bar
 from tunelab.rundir import RunDir
 from tunelab.tasks.base import Task
 from tunelab.train.batching import epoch_rng
-from tunelab.train.checkpoint import load_best, load_checkpoint, save_best, save_checkpoint
+from tunelab.train.checkpoint import load_best, load_checkpoint, load_rank_states, save_best, save_checkpoint
 from tunelab.train.distributed import DataParallel, ranks, share
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.out_of_memory import out_of_memory_as_error
@@ -95,17 +95,19 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
     scheduler = build_scheduler(optimizer, total_steps, cfg)
     scaler = precision.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    group = ranks()  # None in one process; under torchrun this rank's place (tunelab.train.distributed)
+    parallel = DataParallel(model, task, group, cfg.seed) if group else None
+    main = group is None or group.main  # rank 0 evaluates and writes; the others follow its decisions
     position = fresh_position()
     if resume and (run.path / "checkpoints" / "last").exists():
         position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
                                    task.generators)
+        if parallel:
+            parallel.restore_rank_state(load_rank_states(run.path / "checkpoints" / "last"), task.generators)
         run.truncate_metrics(position["step"])
     elif resume:  # killed before its first checkpoint: said aloud, and the lines it logged are dropped
         console.print(f"{run.path}: no checkpoint yet, so training starts again from step 0")
         run.truncate_metrics(0)
-    group = ranks()  # None in one process; under torchrun this rank's place (tunelab.train.distributed)
-    parallel = DataParallel(model, task, group) if group else None
-    main = group is None or group.main  # rank 0 evaluates and writes; the others follow its decisions
     eval_every = cfg.eval_every
     first_step, first_seconds = position["step"], position["train_seconds"]
     model.train()
@@ -139,9 +141,11 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                         if on_eval is not None and on_eval(position["step"], metrics):
                             position["stopped_early"] = True
                     position = share(position)  # best step and early stop as rank 0 decided
-                if main and checkpoint_due(position["step"], cfg):
-                    save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
-                                    position, task.generators)
+                if checkpoint_due(position["step"], cfg):
+                    states = parallel.rank_states(task.generators) if parallel else None
+                    if main:
+                        save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
+                                        position, task.generators, states)
                 if position["stopped_early"]:
                     break
             if position["batch"] >= len(batches):
