@@ -224,8 +224,13 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
     cache_started = time.perf_counter()
     prefix_cache = build_cache(model, task, source, config, precision)
     cache_seconds = time.perf_counter() - cache_started
+    def rebuild() -> torch.nn.Module:  # a plain copy for FSDP's gathered weights (same build, same adapters)
+        return place_model(prepare_model(config, task, source, enforce_budget=False)[0], device)
+
     result = train(model, task, config.train, run, precision, device, resume=resume is not None,
-                   metric=config.eval.metric or task.default_metric, prefix_cache=prefix_cache, on_eval=on_eval)
+                   metric=config.eval.metric or task.default_metric, prefix_cache=prefix_cache, on_eval=on_eval,
+                   rebuild=rebuild)
+    model = result.model if result.model is not None else model
     if group is not None and not group.main:
         return RunOutcome(label, run.path, {})  # rank 0 writes the artifact and the summary
     save_run_artifact(model, task, source, applied, run.path)
@@ -259,7 +264,7 @@ def build_cache(model: torch.nn.Module, task, source: ModelSource, config: RunCo
     """Frozen-prefix cache of the train and eval splits when the bottom layers are frozen; shared by the
     variants of one recipe that sit on the same base, data and precision."""
     inputs = task.prefix_inputs()
-    if not config.train.frozen_prefix_cache or inputs is None:
+    if not config.train.frozen_prefix_cache or config.train.fsdp or inputs is None:  # FSDP runs every layer
         return None
     share_key = json.dumps([source.fingerprint, task.name, config.data.model_dump(mode="json"),
                             config.model.max_length, precision.name], sort_keys=True)

@@ -62,6 +62,7 @@ def save_array(path: Path, values: np.ndarray) -> None:
 
 class DPOTask(Task):
     name = "dpo"
+    loss_through_forward = False  # decoder hidden states + chunked head (tunelab.train.lm_loss)
 
     def __init__(self, config):
         super().__init__(config)

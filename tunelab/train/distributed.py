@@ -109,6 +109,19 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def own_streams(task: Any, group: Ranks, seed: int) -> None:
+    """Rank r > 0 gets its own dropout masks and augmentation draws; rank 0 keeps one process's streams."""
+    if group.rank > 0:
+        torch.manual_seed(seed + RANK_SEED_STRIDE * group.rank)
+        for i, name in enumerate(sorted(task.generators)):
+            task.generators[name] = np.random.default_rng([seed, group.rank, i])
+
+
+def data_parallel(model: nn.Module, task: Any, group: Ranks, seed: int, sharded: bool) -> DataParallel:
+    """DDP, or FSDP when train.fsdp; built before the optimizer (FSDP replaces the parameters)."""
+    return (ShardedParallel if sharded else DataParallel)(model, task, group, seed)
+
+
 class LossModule(nn.Module):
     """The task's loss as a module, so DDP wraps exactly the forward that produces the loss, whatever
     the task calls inside it (model(...), model.base_model(...), its output embeddings)."""
@@ -130,10 +143,7 @@ class DataParallel:
         self.group = group
         device_ids = [group.local_rank] if torch.cuda.is_available() else None
         self.ddp = nn.parallel.DistributedDataParallel(LossModule(model, task), device_ids=device_ids)
-        if group.rank > 0:  # its own dropout masks and augmentation draws; rank 0 keeps one process's streams
-            torch.manual_seed(seed + RANK_SEED_STRIDE * group.rank)
-            for i, name in enumerate(sorted(task.generators)):
-                task.generators[name] = np.random.default_rng([seed, group.rank, i])
+        own_streams(task, group, seed)
 
     def rank_states(self, generators: dict[str, np.random.Generator]) -> list[dict[str, Any]]:
         """Every rank's torch, Python, numpy and task-generator states, gathered for rank 0's checkpoint
@@ -190,6 +200,10 @@ class DataParallel:
         with contextlib.nullcontext() if last else self.ddp.no_sync():
             yield
 
+    def final_model(self, model: nn.Module, rebuild) -> nn.Module | None:
+        """The model to evaluate and save at the end: every replica holds the full weights already."""
+        return model
+
 
 class FollowerRunDir:
     """The run folder as a rank other than 0 sees it: it reads (checkpoints on --resume) and never
@@ -214,3 +228,64 @@ class FollowerRunDir:
 
     def metrics(self) -> list[dict[str, Any]]:
         return []
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks FSDP shards one by one (transformer layers, GPT blocks, CNN stages): the
+    elements of every ModuleList / Sequential that hold parameters, outermost first."""
+    blocks: list[nn.Module] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList | nn.Sequential) and id(module) not in seen:
+            for child in module:
+                if any(True for _ in child.parameters()) and not any(id(m) in seen for m in child.modules()):
+                    blocks.append(child)
+                    seen.update(id(m) for m in child.modules())
+            seen.add(id(module))
+    return blocks
+
+
+class ShardedParallel(DataParallel):
+    """FSDP (torch.distributed.fsdp.fully_shard): each block's weights, gradients and optimizer state live
+    in N shards, gathered for its forward and backward; the global batch is split as in DDP and the
+    gradients are averaged over the ranks the same way (reduce-scatter), so the step is the same.
+    The full weights are gathered once, at the end, into a plain model on rank 0 (`final_model`)."""
+
+    def __init__(self, model: nn.Module, task: Any, group: Ranks, seed: int):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        if not task.loss_through_forward:
+            raise TunelabError(f"train.fsdp: task {task.name} computes its loss from the decoder's hidden states "
+                               "and output embedding outside the model's forward, which FSDP's per-block gathering "
+                               "does not cover; use data-parallel training (train.fsdp: false)")
+        self.group, self.model = group, model
+        mesh = init_device_mesh(group.device.type, (group.world,))
+        for block in blocks_of(model):
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        own_streams(task, group, seed)
+        self.task = task
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.task.loss_fn(self.model, batch)
+
+    @contextlib.contextmanager
+    def sync(self, last: bool) -> Iterator[None]:
+        """Gradients are reduce-scattered once per step, in the backward of the rank's last micro-batch."""
+        self.model.set_requires_gradient_sync(last)
+        yield
+
+    def final_model(self, model: nn.Module, rebuild) -> nn.Module | None:
+        """The trained weights gathered (a collective) into `rebuild()`, a plain copy of the model, on rank 0;
+        None on the other ranks."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.group.main:
+            return None
+        plain = rebuild()
+        missing, unexpected = plain.load_state_dict(full, strict=False)
+        if unexpected:
+            raise TunelabError(f"train.fsdp: the gathered weights do not fit the model ({unexpected[0]})")
+        return plain

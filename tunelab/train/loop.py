@@ -35,7 +35,7 @@ from tunelab.rundir import RunDir
 from tunelab.tasks.base import Task
 from tunelab.train.batching import epoch_rng
 from tunelab.train.checkpoint import load_best, load_checkpoint, load_rank_states, save_best, save_checkpoint
-from tunelab.train.distributed import DataParallel, ranks, share
+from tunelab.train.distributed import DataParallel, data_parallel, ranks, share
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.out_of_memory import out_of_memory_as_error
 from tunelab.train.precision import Precision
@@ -62,6 +62,7 @@ class TrainResult:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
     steady_from: tuple[int, float] | None = None  # (step, seconds) once the first steps' one-off costs are paid
+    model: nn.Module | None = None  # the trained model as saved (rank 0)
 
     @property
     def steady_step_seconds(self) -> float | None:
@@ -84,20 +85,23 @@ def fresh_position() -> dict[str, Any]:
 def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision: Precision,
           device: torch.device, resume: bool = False, metric: str = "accuracy",
           prefix_cache: FrozenPrefixCache | None = None,
-          on_eval: Callable[[int, dict[str, Any]], bool] | None = None) -> TrainResult:
-    """`on_eval(step, metrics) -> stop?` lets a sweep prune a trial from its intermediate evals."""
+          on_eval: Callable[[int, dict[str, Any]], bool] | None = None,
+          rebuild: Callable[[], nn.Module] | None = None) -> TrainResult:
+    """`on_eval(step, metrics) -> stop?` lets a sweep prune a trial from its intermediate evals.
+    `rebuild()` makes a fresh copy of the model (FSDP gathers the trained weights into it at the end).
+    The result's `model` is the trained model to save (that copy under FSDP, else `model` itself)."""
     check_metric(task, metric)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
+    group = ranks()  # None in one process; under torchrun this rank's place (tunelab.train.distributed)
+    parallel = data_parallel(model, task, group, cfg.seed, cfg.fsdp) if group else None
+    main = group is None or group.main  # rank 0 evaluates and writes; the others follow its decisions
     optimizer = build_optimizer(model, cfg)
     total_steps = total_steps_for(task, cfg)
     scheduler = build_scheduler(optimizer, total_steps, cfg)
     scaler = precision.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    group = ranks()  # None in one process; under torchrun this rank's place (tunelab.train.distributed)
-    parallel = DataParallel(model, task, group, cfg.seed) if group else None
-    main = group is None or group.main  # rank 0 evaluates and writes; the others follow its decisions
     position = fresh_position()
     if resume and (run.path / "checkpoints" / "last").exists():
         position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
@@ -151,6 +155,8 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
             if position["batch"] >= len(batches):
                 position["epoch"] += 1
                 position["batch"] = 0
+    if parallel is not None:  # FSDP: the full weights gathered into a plain model on rank 0
+        model = parallel.final_model(model, rebuild)
     if not main:  # the final evaluation and every file are rank 0's
         return TrainResult(metrics={}, steps=position["step"], samples=position["samples"],
                            tokens=position["tokens"], train_seconds=position["train_seconds"],
@@ -300,7 +306,7 @@ def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], 
         load_best(run.path / "checkpoints" / "best", model)
     metrics = task.evaluate(model, run.path, precision.autocast, eval_prefix(prefix_cache, device))
     model.eval()
-    return TrainResult(metrics=metrics, steps=position["step"], samples=position["samples"],
+    return TrainResult(model=model, metrics=metrics, steps=position["step"], samples=position["samples"],
                        tokens=position["tokens"], train_seconds=position["train_seconds"],
                        best_step=position["best_step"] or position["step"], stopped_early=position["stopped_early"],
                        history=run.metrics(),
