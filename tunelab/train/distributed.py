@@ -142,7 +142,10 @@ class DataParallel:
     def __init__(self, model: nn.Module, task: Any, group: Ranks, seed: int):
         self.group = group
         device_ids = [group.local_rank] if torch.cuda.is_available() else None
-        self.ddp = nn.parallel.DistributedDataParallel(LossModule(model, task), device_ids=device_ids)
+        # broadcast_buffers off: train-mode forwards never read buffers that change (BatchNorm normalises by the
+        # batch), and rank 0, whose running statistics are the ones evaluated and saved, keeps its own anyway
+        self.ddp = nn.parallel.DistributedDataParallel(LossModule(model, task), device_ids=device_ids,
+                                                       broadcast_buffers=False)
         own_streams(task, group, seed)
 
     def rank_states(self, generators: dict[str, np.random.Generator]) -> list[dict[str, Any]]:
