@@ -2,56 +2,15 @@
 again finishes every trial exactly once, and two workers sharing one SQLite study neither lose nor repeat
 a trial."""
 
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from tunelab.rundir import read_jsonl
-
-TINY = ["variants={}", "data.limit=16", "data.eval_limit=16", "train.max_steps=3", "train.batch_size=8",
-        "model.max_length=32", "adapter.max_trainable=null", "adapter.plan=fixed", "train.threads=1",
-        "train.log_every=1", "train.checkpoint_every=1"]
-
-
-def sweep_command(root: Path, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "tunelab.trials.commands", "sweep", "configs/demo.yaml", *TINY,
-            f"output_dir={root}", *flags]
-
-
-def sweep_folder(root: Path) -> Path:
-    folders = list((root / "demo").glob("sweep-*"))
-    assert len(folders) == 1, folders
-    return folders[0]
-
-
-def finished_once(folder: Path, steps: list[int]) -> list[dict]:
-    """Every slot finished exactly once in the audit log, every run dir's steps logged once each."""
-    events = read_jsonl(folder / "events.jsonl")
-    finishes = Counter(e["slot"] for e in events if e["event"] == "finish")
-    assert finishes == Counter(range(len(steps))), events
-    for slot, total in enumerate(steps):
-        logged = [r["step"] for r in read_jsonl(folder / f"trial-{slot:03d}" / "metrics.jsonl") if "loss" in r]
-        assert logged == list(range(1, total + 1)), (slot, logged)
-        assert json.loads((folder / f"trial-{slot:03d}" / "summary.json").read_text())["steps"] == total
-    return events
-
-
-def wait_for(worker: subprocess.Popen, pattern: str, root: Path, timeout: float = 240) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and worker.poll() is None:
-        found = list(root.glob(pattern))
-        if found:
-            return found[0]
-        time.sleep(0.02)
-    raise AssertionError(f"{pattern} never appeared: {worker.stderr.read() if worker.poll() is not None else ''}")
+from tests.trials.sweep_workers import finished_once, study_name, sweep_command, sweep_folder, wait_for
 
 
 def test_sweep_killed_and_restarted_finishes_each_trial_once(tmp_path):
@@ -72,7 +31,7 @@ def test_sweep_killed_and_restarted_finishes_each_trial_once(tmp_path):
     starts = [(e["slot"], e["resume"]) for e in events if e["event"] == "start"]
     # only the killed trial started twice, the second time from its checkpoint
     assert sorted(starts, key=lambda s: (s[0], s[1] or "")) == [(0, None), (1, None), (1, "checkpoint"), (2, None)]
-    study = optuna.load_study(study_name=f"demo/{folder.name.removeprefix('sweep-')}",
+    study = optuna.load_study(study_name=study_name(folder),
                               storage=f"sqlite:///{folder / 'study.db'}")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert sorted(t.user_attrs["slot"] for t in complete) == [0, 1, 2]
@@ -93,7 +52,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     events = finished_once(folder, [3, 3, 3, 3])
     starts = Counter(e["slot"] for e in events if e["event"] == "start")
     assert starts == Counter(range(4))  # no slot was started twice, by either worker
-    study = optuna.load_study(study_name=f"demo/{folder.name.removeprefix('sweep-')}", storage=storage)
+    study = optuna.load_study(study_name=study_name(folder), storage=storage)
     assert len(study.trials) == 4  # no surplus, no stale, no duplicate trials
     assert sorted(t.user_attrs["slot"] for t in study.trials if t.state.is_finished()) == [0, 1, 2, 3]
     assert not (folder / "study.db").exists()  # the shared storage was used, not the default

@@ -4,6 +4,7 @@ in with `add_parsers(verbs)` and dispatches on `args.handler`).
     tunelab sweep configs/demo.yaml --grid 'adapter.rank=[4,8,16]' --grid 'train.lr=[1e-4,3e-4]'
     tunelab sweep configs/ag_news_budget_search.yaml            # space from ag_news_budget_search.sweep.yaml
     tunelab sweep RECIPE --search optuna --trials 20 --param 'train.lr={low: 1e-5, high: 1e-3, log: true}'
+    tunelab sweep RECIPE --workers 2 --devices 0,1               # one worker process per GPU
     tunelab compare 'runs/demo/*' --csv table.csv
     tunelab report runs/demo/sweep-1a2b3c4d
 
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from pathlib import Path
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.workers is not None or args.devices is not None:
+        launch_workers(args)  # then the summary below: a pass that finds every slot done
     from tunelab.report.compare import write_comparison
     from tunelab.report.runs import find_runs
+    from tunelab.trials.launch import WORKER_VARIABLE
     from tunelab.trials.space import parse_param
     from tunelab.trials.spec import SweepSpec
     from tunelab.trials.sweep import run_sweep
@@ -33,9 +38,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     result = run_sweep(spec)
     counts = {state: list(result.states.values()).count(state) for state in sorted(set(result.states.values()))}
     pending = result.slots - len(result.states)
-    print(f"sweep {result.study_name}: {result.slots} trials, "
+    launched = os.environ.get(WORKER_VARIABLE)  # a worker of `--workers`: the launcher prints the table
+    print(("" if launched is None else f"worker {launched}: ") + f"sweep {result.study_name}: {result.slots} trials, "
           + ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
           + (f", {pending} still running elsewhere" if pending else "") + f"; this worker ran {len(result.ran)}")
+    if launched is not None:
+        return 0
     if result.outcomes:
         write_comparison(result.outcomes, result.folder)
         from tunelab.report.compare import build_comparison, print_table
@@ -44,6 +52,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                     title=f"sweep {result.study_name}")
     print(f"sweep folder (comparison.md, comparison.csv, report.html): {result.folder}")
     return 0
+
+
+def launch_workers(args: argparse.Namespace) -> None:
+    """--workers/--devices: the same sweep command once per worker, each with its device and threads."""
+    from tunelab.errors import TunelabError
+    from tunelab.trials.launch import cuda_devices, launch, plan_workers, usable_cores
+
+    plans = plan_workers(args.workers, args.devices, cuda_devices(), usable_cores(),
+                         visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    for plan in plans:
+        where = "cpu" if plan.device == "cpu" else f"CUDA_VISIBLE_DEVICES={plan.env['CUDA_VISIBLE_DEVICES']}"
+        print(f"worker {plan.index}: {where}, {plan.env['OMP_NUM_THREADS']} thread(s)")
+    sys.stdout.flush()  # before the workers' lines
+    codes = launch([sys.executable, "-m", "tunelab", "sweep", *sweep_argv(args)], plans)
+    failed = [(plan, code) for plan, code in zip(plans, codes, strict=True) if code != 0]
+    if failed:
+        plan, code = failed[0]
+        raise TunelabError(f"worker {plan.index} ({plan.device}) exited with code {code} (its error is above); "
+                           f"{len(failed)} of {len(plans)} workers failed")
+
+
+def sweep_argv(args: argparse.Namespace) -> list[str]:
+    """The parsed `sweep` flags back as a command line, without --workers/--devices (one worker's command)."""
+    argv = [args.recipe, *args.overrides]
+    for param in args.params or ():
+        argv += ["--param", param]
+    for flag, value in (("--space", args.space_file), ("--search", args.search), ("--trials", args.trials),
+                        ("--metric", args.metric), ("--direction", args.direction), ("--seed", args.seed),
+                        ("--name", args.name), ("--storage", args.storage), ("--tracker", args.tracker)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--no-prune"] if args.no_prune else [])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -145,6 +185,10 @@ def add_parsers(verbs) -> None:
     sweep.add_argument("--storage", metavar="URL", help="SQLAlchemy URL shared by workers, e.g. "
                        "postgresql://user@host/db (default: SQLite in the sweep folder)")
     sweep.add_argument("--tracker", choices=["tensorboard", "mlflow"], help="also log each trial to a tracker")
+    sweep.add_argument("--workers", type=int, metavar="N",
+                       help="start N worker processes of this sweep here (default: one per --devices entry)")
+    sweep.add_argument("--devices", metavar="0,1|cpu",
+                       help="CUDA devices for the workers, round-robin (default: every visible GPU, else cpu)")
     sweep.set_defaults(handler=cmd_sweep)
 
     compare = verbs.add_parser("compare", help="one table over finished runs, sweeps or globs")

@@ -60,7 +60,7 @@ def open_storage(url: str, attempts: int = 3):
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except ImportError as exc:
             raise TunelabError(f"--storage {url.split(':')[0]}: database driver missing ({exc}); "
-                               "e.g. pip install psycopg2-binary for PostgreSQL") from None
+                               "e.g. pip install 'tunelab[postgres]' for PostgreSQL") from None
         except Exception as exc:  # noqa: BLE001 - connection problems become one line for the user
             if attempt + 1 < attempts and "already exists" in str(exc):
                 time.sleep(0.5 + attempt)
