@@ -205,3 +205,20 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     ours, theirs = weights(cut), weights(whole)
     assert any("running_mean" in k for k in ours)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_accelerate_launch_runs_the_same_two_process_training(tmp_path):
+    """`accelerate launch --multi_gpu` starts torchrun's workers itself (gloo when there is no GPU): the same
+    command trains exactly what `--nproc 2` does."""
+    recipe = write_recipe(tmp_path, "classification")
+    assert run_two_processes(recipe, "name=torchrun").returncode == 0
+    env = {**os.environ, "TUNELAB_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    accelerate = Path(sys.executable).with_name("accelerate")
+    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tunelab", "run", str(recipe),
+                           "name=accelerate"], capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = only_run(tmp_path / "runs" / "accelerate")
+    assert json.loads((ours / "summary.json").read_text())["processes"] == 2
+    a, b = weights(only_run(tmp_path / "runs" / "torchrun")), weights(ours)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
