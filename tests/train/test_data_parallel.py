@@ -222,3 +222,26 @@ def test_accelerate_launch_runs_the_same_two_process_training(tmp_path):
     assert json.loads((ours / "summary.json").read_text())["processes"] == 2
     a, b = weights(only_run(tmp_path / "runs" / "torchrun")), weights(ours)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_nodes_meeting_at_a_rendezvous_train_like_nproc_2(tmp_path):
+    """Several machines: one torchrun per node with --nnodes/--node-rank and a c10d rendezvous endpoint
+    (here both "nodes" are this machine, one process each); the result equals `--nproc 2`."""
+    import socket
+
+    recipe = write_recipe(tmp_path, "classification")
+    assert run_two_processes(recipe, "name=local").returncode == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "TUNELAB_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--rdzv-backend", "c10d", "--rdzv-id", "tunelab-test",
+                               "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "tunelab", "run", str(recipe),
+                               "name=nodes"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for node in nodes:
+        _, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    a, b = weights(only_run(tmp_path / "runs" / "local")), weights(only_run(tmp_path / "runs" / "nodes"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
