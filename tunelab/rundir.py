@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from tunelab.write_errors import explained_write_errors
+
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "safetensors", "pydantic", "scikit-learn")
 
 
@@ -38,58 +40,64 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_with(path: Path, writer: Callable[[Path], Any]) -> None:
-    """Call `writer(tmp_path)` then rename tmp over `path`; the temp file is removed on failure."""
+    """Call `writer(tmp_path)` then rename tmp over `path`; the temp file is removed on failure, and a full
+    disk or read-only folder becomes one line naming `path` (a TunelabError)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with explained_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            writer(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def atomic_replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Move a fully written folder into place; if another process won the race, keep theirs."""
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp_dir, final_dir)
-    except OSError:
-        if not final_dir.exists():
-            raise
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with explained_write_errors(final_dir):
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp_dir, final_dir)
+        except OSError:
+            if not final_dir.exists():
+                raise
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def atomic_write_dir(out_dir: Path, writer: Callable[[Path], Any]) -> Path:
     """Fill a temp folder next to `out_dir`, then rename it into place (replacing an older one only after
-    the new one is complete): readers never see half a checkpoint or artifact."""
+    the new one is complete): readers never see half a checkpoint or artifact. A full disk or read-only
+    folder removes the temp folder and becomes one line naming `out_dir`; the older folder stays."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        writer(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with explained_write_errors(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            writer(tmp)
+            if out_dir.exists():
+                old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
+                os.replace(out_dir, old)
+                os.replace(tmp, out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out_dir
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write call, so readers never see half a record."""
+    """Append one JSON line with a single write call, so readers never see half a record (a full disk can
+    still tear the last line; the reader skips it and a resume rewrites the file)."""
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
+    with explained_write_errors(path), open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()
 
@@ -143,7 +151,8 @@ class RunDir:
     @classmethod
     def create(cls, root: Path, recipe: str, run_id: str | None = None) -> RunDir:
         path = Path(root) / recipe / (run_id or new_run_id())
-        path.mkdir(parents=True, exist_ok=True)
+        with explained_write_errors(path):
+            path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
     @property

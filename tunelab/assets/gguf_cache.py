@@ -29,6 +29,7 @@ from tunelab.assets.fingerprint import dir_fingerprint
 from tunelab.errors import TunelabError
 from tunelab.progress import Bar, progress_bar
 from tunelab.rundir import atomic_replace_dir, atomic_write_json
+from tunelab.write_errors import explained_write_errors
 
 CACHE_FORMAT = 1  # bump when the folder layout or conversion changes: old caches are then ignored
 META_NAME = "tunelab-model.json"
@@ -81,17 +82,18 @@ def convert(name: str, gguf_path: Path, final_dir: Path) -> dict[str, Any]:
     """Read, dequantise and save into a tmp folder, then rename it to `final_dir` atomically."""
     sweep_stale_tmp(final_dir)
     tmp_dir = final_dir.parent / f"{TMP_PREFIX}{final_dir.name}-{os.getpid()}-{secrets.token_hex(3)}"
-    tmp_dir.mkdir(parents=True)
-    try:
-        with progress_bar(f"caching {name} as safetensors", total=STAGES) as bar, _quiet_transformers(bar):
-            model, tokenizer = load_gguf(gguf_path, bar)
-            save_converted(model, tokenizer, tmp_dir, {"alias": name, "gguf_file": gguf_path.name,
-                                                        "gguf_key": final_dir.name.rsplit("-", 1)[-1]})
-            bar.advance(1, status="saved")
-        atomic_replace_dir(tmp_dir, final_dir)
-    except BaseException:  # KeyboardInterrupt too: never leave a tmp folder behind
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    with explained_write_errors(final_dir):  # a full or read-only cache disk: one line naming the cache folder
+        tmp_dir.mkdir(parents=True)
+        try:
+            with progress_bar(f"caching {name} as safetensors", total=STAGES) as bar, _quiet_transformers(bar):
+                model, tokenizer = load_gguf(gguf_path, bar)
+                save_converted(model, tokenizer, tmp_dir, {"alias": name, "gguf_file": gguf_path.name,
+                                                            "gguf_key": final_dir.name.rsplit("-", 1)[-1]})
+                bar.advance(1, status="saved")
+            atomic_replace_dir(tmp_dir, final_dir)
+        except BaseException:  # KeyboardInterrupt too: never leave a tmp folder behind
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     meta = read_cache_meta(final_dir)  # another process may have won the rename race: use theirs
     if meta is None:
         raise TunelabError(f"model cache {final_dir} is incomplete after conversion; delete it and retry")

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.rundir import atomic_write_text
 
 UNITS_MB = {"": 1.0, "m": 1.0, "mb": 1.0, "mib": 1.0, "g": 1024.0, "gb": 1024.0, "gib": 1024.0,
             "t": 1024.0**2, "tb": 1024.0**2}
@@ -93,7 +94,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print_plan(plan, description, fallback)
     path = save_plan(config, plan, description)
     if args.json:
-        Path(args.json).write_text(json.dumps(plan.as_dict(), indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(Path(args.json), json.dumps(plan.as_dict(), indent=1) + "\n")
     print(f"plan stored: {path} (a `tunelab run` with the same settings records predicted vs measured)")
     return 0
 

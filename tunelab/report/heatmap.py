@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from tunelab.rundir import atomic_write_with
+
 SCALE_NAMES = ("scale", "scale_out", "scale_in")
 
 
@@ -53,7 +55,6 @@ def plot_scale_heatmap(stats: list[dict[str, Any]], png_path: Path | str) -> Pat
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
+    atomic_write_with(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))  # a kill leaves no torn PNG
     plt.close(fig)
     return png_path

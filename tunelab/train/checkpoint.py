@@ -4,11 +4,13 @@ A checkpoint holds what changes during training and nothing else: trainable weig
 (BatchNorm running statistics; safetensors), optimizer/scheduler/scaler state and the torch/CUDA RNG
 states (torch.save, read back with weights_only=True), the Python, numpy and task generator states
 (JSON), and the loop position (JSON). Folders are written beside the target and
-swapped in, so a kill mid-write leaves the previous checkpoint intact.
+swapped in, so a kill mid-write leaves the previous checkpoint intact; a full disk or read-only folder does
+too, and stops the run with one line (see `tunelab.write_errors`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import random
@@ -66,13 +68,15 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler
         if rank_states is not None:
             (tmp / "ranks.json").write_text(json.dumps(rank_states), encoding="utf-8")
         save_file(model_state(model), str(tmp / "trainable.safetensors"))
+        state = io.BytesIO()  # to memory first: torch's file writer drops the errno of a full disk
         torch.save({
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, tmp / "state.pt")
+        }, state)
+        (tmp / "state.pt").write_bytes(state.getbuffer())
         (tmp / "rng.json").write_text(json.dumps(numpy_state(generators or {})), encoding="utf-8")
         (tmp / "position.json").write_text(json.dumps(position, indent=2), encoding="utf-8")
 
