@@ -8,29 +8,21 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
-from tests.eval.tiny_lm import word_tokenizer
 from tests.tasks.tiny_chat import save_chat_model, write_toy_sft
+from tests.tasks.tiny_encoder import review_vocab, save_tiny_bert
 from tunelab.models.artifact import load_run_model
 from tunelab.recipes import validate
 from tunelab.runner import run_recipe
 from tunelab.tasks.sft import SFTTask
 
-WORDS = "great wonderful movie awful boring film number".split() + [str(i) for i in range(40)]
-VOCAB = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
+VOCAB = review_vocab()
 
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("encoder")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        pad_token_id=0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    word_tokenizer(VOCAB).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("encoder"), BertForSequenceClassification, VOCAB)
 
 
 def encoder_recipe(model_dir, data, out, **train):

@@ -17,30 +17,23 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
+from transformers import BertForQuestionAnswering, BertForSequenceClassification
 
-from tests.eval.tiny_lm import word_tokenizer
 from tests.tasks.test_dpo import write_preferences
 from tests.tasks.test_grpo import REWARD_FILE, TOY
 from tests.tasks.tiny_chat import save_chat_model, write_toy_sft
+from tests.tasks.tiny_encoder import review_vocab, save_tiny_bert
 from tunelab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-WORDS = "great wonderful movie awful boring film number".split() + [str(i) for i in range(40)]
-VOCAB = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", "[CLS]", "[SEP]", *WORDS])}
+VOCAB = review_vocab("[CLS]", "[SEP]")
 #: every recipe: fp32, micro-batches of 4 (2 per optimizer step, so each rank takes one whole micro-batch)
 TRAIN = {"precision": "fp32", "batch_size": 4, "grad_accum": 2, "warmup_ratio": 0.0, "log_every": 1, "threads": 1}
 
 
 def tiny_bert(folder: Path, head) -> Path:
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                        pad_token_id=0)
-    head(config).save_pretrained(folder)
-    word_tokenizer(VOCAB).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(folder, head, VOCAB)
 
 
 def classification(tmp: Path) -> dict:
@@ -207,11 +200,20 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_accelerate_launch_runs_the_same_two_process_training(tmp_path):
-    """`accelerate launch --multi_gpu` starts torchrun's workers itself (gloo when there is no GPU): the same
-    command trains exactly what `--nproc 2` does."""
+@pytest.fixture(scope="module")
+def nproc_two(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The classification recipe and the weights `--nproc 2` trains from it (what other launchers must match)."""
+    tmp_path = tmp_path_factory.mktemp("nproc2")
     recipe = write_recipe(tmp_path, "classification")
     assert run_two_processes(recipe, "name=torchrun").returncode == 0
+    return recipe, weights(only_run(tmp_path / "runs" / "torchrun"))
+
+
+def test_accelerate_launch_runs_the_same_two_process_training(nproc_two):
+    """`accelerate launch --multi_gpu` starts torchrun's workers itself (gloo when there is no GPU): the same
+    command trains exactly what `--nproc 2` does."""
+    recipe, a = nproc_two
+    tmp_path = recipe.parent
     env = {**os.environ, "TUNELAB_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     accelerate = Path(sys.executable).with_name("accelerate")
     done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -220,17 +222,17 @@ def test_accelerate_launch_runs_the_same_two_process_training(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     ours = only_run(tmp_path / "runs" / "accelerate")
     assert json.loads((ours / "summary.json").read_text())["processes"] == 2
-    a, b = weights(only_run(tmp_path / "runs" / "torchrun")), weights(ours)
+    b = weights(ours)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_nodes_meeting_at_a_rendezvous_train_like_nproc_2(tmp_path):
+def test_two_nodes_meeting_at_a_rendezvous_train_like_nproc_2(nproc_two):
     """Several machines: one torchrun per node with --nnodes/--node-rank and a c10d rendezvous endpoint
     (here both "nodes" are this machine, one process each); the result equals `--nproc 2`."""
     import socket
 
-    recipe = write_recipe(tmp_path, "classification")
-    assert run_two_processes(recipe, "name=local").returncode == 0
+    recipe, a = nproc_two
+    tmp_path = recipe.parent
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -243,5 +245,5 @@ def test_two_nodes_meeting_at_a_rendezvous_train_like_nproc_2(tmp_path):
     for node in nodes:
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-3000:]
-    a, b = weights(only_run(tmp_path / "runs" / "local")), weights(only_run(tmp_path / "runs" / "nodes"))
+    b = weights(only_run(tmp_path / "runs" / "nodes"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
