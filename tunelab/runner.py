@@ -31,7 +31,7 @@ from tunelab.progress import console
 from tunelab.recipes import config_to_dict, with_overrides
 from tunelab.rundir import RunDir, atomic_write_json, new_run_id
 from tunelab.tasks.registry import task_class
-from tunelab.train.distributed import FollowerRunDir, ranks, share
+from tunelab.train.distributed import FollowerRunDir, is_main, ranks, share
 from tunelab.train.loop import check_metric, train
 from tunelab.train.precision import choose_precision, default_device, precision_reason
 from tunelab.train.prefix_cache import FrozenPrefixCache, build_prefix_cache
@@ -87,7 +87,7 @@ def run_stages(config: RunConfig, resume: Path | None, root: Path, on_eval=None)
 
     group_dir = share(Path(resume) if resume else root / config.name / new_run_id())  # one folder for all ranks
     names = stage_names(config)
-    main = ranks() is None or ranks().main
+    main = is_main()
     if main:
         group_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(group_dir / CHAIN_FILE, {"recipe": config.name, "base": config.model.name,

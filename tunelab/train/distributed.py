@@ -25,6 +25,7 @@ import datetime
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -212,9 +213,7 @@ class FollowerRunDir:
     """The run folder as a rank other than 0 sees it: it reads (checkpoints on --resume) and never
     writes, so N processes leave exactly the files one process would."""
 
-    def __init__(self, path):
-        from pathlib import Path
-
+    def __init__(self, path: Path):
         self.path = Path(path)
 
     def write_config(self, config: dict[str, Any], seed: int | None = None) -> None:
