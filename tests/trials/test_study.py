@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import optuna
 from optuna.trial import TrialState
 
+from tunelab.trials import study as study_module
 from tunelab.trials.study import (
     STALE_AFTER_S,
     claim_trial,
@@ -22,6 +23,7 @@ from tunelab.trials.study import (
     open_study,
     quiet_optuna,
     recover_stale,
+    running_elsewhere,
     slot_states,
 )
 
@@ -78,6 +80,23 @@ def test_dead_local_worker_is_recovered_into_the_same_slot(tmp_path):
     assert claim_trial(study, url) is None
 
 
+def test_a_claim_killed_before_its_tag_is_recovered_after_a_short_grace(tmp_path, monkeypatch):
+    """A worker SIGKILLed between Optuna's ask and our worker tag leaves a RUNNING trial naming nobody:
+    it is recovered once the grace has passed, and until then it counts as running (workers wait)."""
+    url, storage, study = make_study(tmp_path, [{"x": 10}])
+    monkeypatch.setattr(study_module, "UNTAGGED_GRACE_S", 0.3)
+    orphan = study.ask()  # claimed, never tagged: what a kill right after the ask leaves behind
+    assert orphan.user_attrs["slot"] == 0 and "worker" not in orphan.user_attrs
+    assert claim_trial(study, url) is None and running_elsewhere(study) == 1
+    assert recover_stale(study, storage, url) == []  # still within the grace: its worker may be tagging
+    time.sleep(0.4)
+    assert recover_stale(study, storage, url) == [0]
+    retry = claim_trial(study, url)
+    assert retry.user_attrs["slot"] == 0 and retry.user_attrs["retry_of"] == orphan.number
+    study.tell(retry, 1.0)
+    assert running_elsewhere(study) == 0 and slot_states(study) == {0: "COMPLETE"}
+
+
 def test_heartbeat_thread_refreshes_the_trial(tmp_path):
     url, storage, study = make_study(tmp_path, [{"x": 1}])
     trial = claim_trial(study, url)
@@ -106,3 +125,19 @@ def test_two_processes_claim_disjoint_slots(tmp_path):
     assert sorted(every) == list(range(24)), claimed  # none lost, none twice
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == 24 and all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_recoverer_killed_between_fail_and_enqueue_loses_no_slot(tmp_path, monkeypatch):
+    """The FAIL and the re-enqueue of a stale trial are two writes; a kill between them leaves a slot whose
+    only trial is a stale FAIL. The next recovery re-enqueues it (after the grace), once."""
+    url, storage, study = make_study(tmp_path, [{"x": 10}])
+    monkeypatch.setattr(study_module, "UNTAGGED_GRACE_S", 0.3)
+    trial = claim_trial(study, url)
+    trial.set_user_attr("stale", True)
+    study.tell(trial, state=TrialState.FAIL)  # the recoverer's first write; it dies before enqueuing
+    assert claim_trial(study, url) is None and running_elsewhere(study) == 0
+    assert recover_stale(study, storage, url) == []  # too fresh: a live recoverer may be enqueuing now
+    time.sleep(0.4)
+    assert recover_stale(study, storage, url) == [0] and recover_stale(study, storage, url) == []
+    retry = claim_trial(study, url)
+    assert retry.user_attrs["slot"] == 0 and retry.suggest_int("x", 0, 100) == 10

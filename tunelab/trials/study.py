@@ -3,15 +3,19 @@
 A sweep of N trials is N *slots*. The first worker enqueues one WAITING Optuna trial per slot (a grid
 point, or empty params for TPE to fill when the trial starts); every worker then loops: recover stale
 trials, claim a WAITING trial (WAITING -> RUNNING is atomic in the storage), run it, tell the result.
-When nothing is WAITING the worker exits; the study is the one source of truth about what is done.
+When nothing is WAITING but other workers' trials still run, the worker waits (one of them may die and
+its slot come back); it exits when nothing is WAITING or RUNNING. The study is the one source of truth.
 
 - Slot creation happens once: only the worker that creates the marker study `<name>:slots:<N>` (a
   unique name, so exactly one `create_new_study` succeeds even across machines) enqueues; the others
   wait until N slots exist.
 - A RUNNING trial is stale when its worker is gone: the same host and that pid (with that start time)
   no longer exists, or its heartbeat (a user attr refreshed every HEARTBEAT_S by a thread) is older
-  than STALE_AFTER_S (other machines). A stale trial is set FAIL (atomic: one recoverer wins) and its
-  slot re-enqueued with the same params, so the rerun lands in the same run dir and resumes there.
+  than STALE_AFTER_S (other machines). A trial claimed but never tagged with its worker (a kill in the
+  milliseconds between Optuna's ask and our tag) is stale UNTAGGED_GRACE_S after it started. A stale
+  trial is set FAIL (atomic: one recoverer wins) and its slot re-enqueued with the same params, so the
+  rerun lands in the same run dir and resumes there; a slot left with only stale trials (its recoverer
+  killed between the two) is re-enqueued by the next recovery.
 - SQLite does not lock rows (its read-then-write in `set_trial_state_values` can race between
   processes), so claims and recoveries on a SQLite file also hold a file lock beside the database.
   PostgreSQL/MySQL lock the row (SELECT ... FOR UPDATE) and need no file lock.
@@ -34,6 +38,8 @@ from tunelab.errors import TunelabError
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 180.0
 SLOT_WAIT_S = 120.0
+UNTAGGED_GRACE_S = 20.0  # tagging follows the claim within milliseconds; this leaves room for a slow database
+POLL_S = 1.0
 
 
 def quiet_optuna() -> None:
@@ -138,9 +144,9 @@ def worker_alive(worker: dict[str, Any]) -> bool | None:
 
 def is_stale(trial, now: float | None = None) -> bool:
     worker = trial.user_attrs.get("worker")
-    if worker is None:  # claimed but not yet tagged: give it the heartbeat grace from its start
+    if worker is None:  # claimed but not yet tagged (see module docstring)
         started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-        return (now or time.time()) - started > STALE_AFTER_S
+        return (now or time.time()) - started > UNTAGGED_GRACE_S
     alive = worker_alive(worker)
     if alive is not None:
         return not alive
@@ -165,9 +171,35 @@ def recover_stale(study, storage, url: str) -> list[int]:
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker recovered it first
-            study.enqueue_trial(dict(trial.params), user_attrs={"slot": slot_of(trial), "retry_of": trial.number})
+            study.enqueue_trial(params_of(trial), user_attrs={"slot": slot_of(trial), "retry_of": trial.number})
             recovered.append(slot_of(trial))
+        recovered += requeue_orphans(study)
     return recovered
+
+
+def params_of(trial) -> dict[str, Any]:
+    """The params a retry must reuse: the enqueued grid point (Optuna keeps it as `fixed_params` until the
+    trial suggests it) plus whatever TPE sampled before the worker died."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
+def requeue_orphans(study, now: float | None = None) -> list[int]:
+    """Re-enqueue slots whose every trial is a stale FAIL: a recoverer killed between its FAIL and its
+    enqueue leaves such a slot. Only after UNTAGGED_GRACE_S, so a live recoverer's enqueue is not doubled."""
+    by_slot: dict[int, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if (slot := slot_of(trial)) is not None and not trial.user_attrs.get("surplus"):
+            by_slot.setdefault(slot, []).append(trial)
+    orphans = []
+    for slot, trials in sorted(by_slot.items()):
+        if not all(t.user_attrs.get("stale") and t.state.is_finished() for t in trials):
+            continue
+        last = max(trials, key=lambda t: t.number)
+        ended = last.datetime_complete.timestamp() if last.datetime_complete else 0.0
+        if (now or time.time()) - ended > UNTAGGED_GRACE_S:
+            study.enqueue_trial(params_of(last), user_attrs={"slot": slot, "retry_of": last.number})
+            orphans.append(slot)
+    return orphans
 
 
 def claim_trial(study, url: str):
@@ -186,6 +218,13 @@ def claim_trial(study, url: str):
         # a worker on another machine took the last slot between our look and our ask: drop the extra trial
         trial.set_user_attr("surplus", True)
         study.tell(trial, state=TrialState.FAIL)
+
+
+def running_elsewhere(study) -> int:
+    """How many slot trials are RUNNING (other workers': this one calls it only between its own trials)."""
+    from optuna.trial import TrialState
+
+    return sum(slot_of(t) is not None for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 @contextlib.contextmanager

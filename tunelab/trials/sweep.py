@@ -29,6 +29,7 @@ from tunelab.runner import RunOutcome, quiet_transformers, run_single
 from tunelab.trials.space import check_space, expand_grid, trial_config
 from tunelab.trials.spec import ResolvedSweep, SweepSpec, describe, redacted, resolve
 from tunelab.trials.study import (
+    POLL_S,
     claim_trial,
     ensure_slots,
     heartbeat,
@@ -36,6 +37,7 @@ from tunelab.trials.study import (
     open_study,
     quiet_optuna,
     recover_stale,
+    running_elsewhere,
     slot_states,
     worker_identity,
 )
@@ -83,7 +85,7 @@ def make_pruner(sweep: ResolvedSweep):
 
 
 def run_sweep(spec: SweepSpec) -> SweepResult:
-    """Run trials until no slot is waiting; return the sweep's state (this worker's and the others')."""
+    """Run trials until none is waiting or running; return the sweep's state (this worker's and the others')."""
     sweep = resolve(spec)
     points = slot_points(sweep)
     tracker = open_tracker(sweep.spec.tracker, sweep.folder, sweep.study_name)  # fails before any training
@@ -99,12 +101,20 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
                   f"metric {sweep.metric} ({sweep.direction}) -> {sweep.folder} "
                   f"[storage {redacted(sweep.storage_url)}]")
     result = SweepResult(sweep.folder, sweep.study_name, len(points), done)
+    waiting_said = False
     while True:
         for slot in recover_stale(study, storage, sweep.storage_url):
             console.print(f"trial-{slot:03d}: its worker is gone; queued again (resumes in its run dir)")
         trial = claim_trial(study, sweep.storage_url)
         if trial is None:
-            break
+            if not (running := running_elsewhere(study)):
+                break
+            if not waiting_said:  # a running trial's worker may still die; its slot would come back here
+                console.print(f"no trial waiting; {running} still running on other workers, watching them")
+                waiting_said = True
+            time.sleep(POLL_S)
+            continue
+        waiting_said = False
         study.sampler = make_sampler(sweep, trial.user_attrs["slot"])
         result.ran.append(run_trial(sweep, study, trial, tracker))
     result.states = slot_states(study)
