@@ -3,7 +3,7 @@
 Workload: MiniLM-L6, LoRA r16 alpha 32 on query/value (qa_outputs trained), the vendored SQuAD slice
 (squad2_small, first `--n` / `--eval` rows after tunelab's own data.limit sampling, written to JSONL so
 both sides read the same questions), windows of 192 tokens with a stride of 48, batch 16, lr 2e-3, one
-epoch, fp32, 2 threads.
+epoch (--epochs), fp32 (--precision bf16: autocast on both sides), 2 threads.
 
 The peer follows the transformers question-answering example (examples/pytorch/question-answering):
 `prepare_train_features` (question/context pair, truncation="only_second", return_overflowing_tokens,
@@ -15,6 +15,7 @@ scored with tunelab.eval.squad_metrics; best_f1 (threshold tuned on the eval row
 terms, f1 is each side's own thresholding (tunelab: tuned; peer: the example's fixed 0).
 
     python benchmarks/bench_qa.py                 # peer, then tunelab, each in its own process
+    python benchmarks/bench_qa.py --rounds 2 --precision bf16
     python benchmarks/bench_qa.py --skip-peer
 Needs `datasets` for the peer's Trainer (installed in the project venv).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"max_length": 192, "stride": 48, "rank": 16, "alpha": 32, "lr": 2e-3, "batch": 16, "threads": 2}
+SETTINGS = {"max_length": 192, "stride": 48, "rank": 16, "alpha": 32, "lr": 2e-3, "batch": 16, "threads": 2,
+            "epochs": 1, "precision": "fp32"}
 
 
 def matmul_rate(threads: int) -> float:
@@ -176,8 +179,10 @@ def run_peer(train_path: Path, eval_path: Path, work: Path) -> dict:
     train_rows, eval_rows = read_jsonl(train_path), read_jsonl(eval_path)
     features = Dataset.from_dict(peer_train_features(tokenizer, train_rows))
     args = TrainingArguments(output_dir=str(work / "peer"), per_device_train_batch_size=s["batch"],
-                             per_device_eval_batch_size=64, num_train_epochs=1, learning_rate=s["lr"],
-                             warmup_steps=round(0.06 * math.ceil(len(features) / s["batch"])), weight_decay=0.01,
+                             per_device_eval_batch_size=64, num_train_epochs=s["epochs"], learning_rate=s["lr"],
+                             bf16=s["precision"] == "bf16",
+                             warmup_steps=round(0.06 * s["epochs"] * math.ceil(len(features) / s["batch"])),
+                             weight_decay=0.01,
                              lr_scheduler_type="linear", save_strategy="no",
                              report_to=[], use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True,
                              logging_steps=10, train_sampling_strategy="group_by_length")
@@ -199,8 +204,8 @@ def run_peer(train_path: Path, eval_path: Path, work: Path) -> dict:
     predictions, na_probs = peer_postprocess(eval_rows, example, offsets, starts, ends)
     gold = {r["id"]: r["answers"]["text"] for r in eval_rows}
     metrics = squad_v2_metrics(gold, predictions, na_probs, float("inf"))
-    return {"side": "HF Trainer + PEFT", "windows": len(features), "train_s": round(train_s, 2),
-            "samples_per_s": round(len(features) / train_s, 3), "f1": round(metrics["f1"], 2),
+    return {"side": "HF Trainer + PEFT", "windows": s["epochs"] * len(features), "train_s": round(train_s, 2),
+            "samples_per_s": round(s["epochs"] * len(features) / train_s, 3), "f1": round(metrics["f1"], 2),
             "best_f1": round(metrics["best_f1"], 2), "HasAns_f1": round(metrics.get("HasAns_f1", 0.0), 2),
             "NoAns_f1": round(metrics.get("NoAns_f1", 0.0), 2),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
@@ -217,7 +222,8 @@ def run_tunelab(train_path: Path, eval_path: Path, work: Path) -> dict:
         "data": {"train": str(train_path), "eval": str(eval_path)},
         "qa": {"doc_stride": s["stride"]},
         "adapter": {"variant": "lora", "rank": s["rank"], "alpha": s["alpha"], "targets": ["query", "value"]},
-        "train": {"lr": s["lr"], "batch_size": s["batch"], "epochs": 1, "precision": "fp32", "threads": s["threads"]},
+        "train": {"lr": s["lr"], "batch_size": s["batch"], "epochs": s["epochs"], "precision": s["precision"],
+                  "threads": s["threads"]},
         "eval": {"batch_size": 64},
     })
     summary = run_recipe(config)[0].summary
@@ -230,7 +236,8 @@ def run_tunelab(train_path: Path, eval_path: Path, work: Path) -> dict:
 
 def child(side: str, train_path: Path, eval_path: Path, work: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--side", side, "--train", str(train_path), "--eval-file",
-                          str(eval_path), "--work", str(work)], capture_output=True, text=True, cwd=ROOT)
+                          str(eval_path), "--work", str(work), "--epochs", str(SETTINGS["epochs"]),
+                          "--precision", SETTINGS["precision"]], capture_output=True, text=True, cwd=ROOT)
     lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         raise SystemExit(f"{side} failed:\n{out.stderr[-3000:]}")
@@ -241,12 +248,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--eval", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="both sides (the peer: TrainingArguments(bf16=True), i.e. CPU autocast)")
+    parser.add_argument("--rounds", type=int, default=1, help="peer, tunelab, peer, tunelab, ...")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--side", choices=["peer", "tunelab"], help=argparse.SUPPRESS)
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--eval-file", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SETTINGS.update(epochs=args.epochs, precision=args.precision)
     if args.side:
         run = run_peer if args.side == "peer" else run_tunelab
         print("RESULT " + json.dumps(run(Path(args.train), Path(args.eval_file), Path(args.work))))
@@ -254,15 +266,21 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-qa-"))
     train_path, eval_path = write_rows(args.n, args.eval, work)
     print(f"matmul fp32, {SETTINGS['threads']} threads: {matmul_rate(SETTINGS['threads']):.1f} GFLOP/s")
-    results = [] if args.skip_peer else [child("peer", train_path, eval_path, work)]
-    results.append(child("tunelab", train_path, eval_path, work))
-    print(f"settings: {SETTINGS}, {args.n} train / {args.eval} eval questions of squad2_small")
-    for r in results:
-        print(f"{r['side']:>18}: {r['samples_per_s']:.2f} windows/s ({r['windows']} windows, {r['train_s']:.1f} s), "
-              f"F1 {r['f1']:.1f} (best_f1 {r['best_f1']:.1f}, HasAns {r['HasAns_f1']:.1f}, NoAns {r['NoAns_f1']:.1f}), "
-              f"{r['trainable']:,} trainable")
-    if len(results) == 2:
-        print(f"ratio tunelab / peer: {results[1]['samples_per_s'] / results[0]['samples_per_s']:.2f}x")
+    ratios = []
+    for round_ in range(args.rounds):  # alternating sides: a drifting machine speed hits both alike
+        results = [] if args.skip_peer else [child("peer", train_path, eval_path, work)]
+        results.append(child("tunelab", train_path, eval_path, work))
+        print(f"round {round_ + 1}, settings: {SETTINGS}, {args.n} train / {args.eval} eval questions of squad2_small")
+        for r in results:
+            print(f"{r['side']:>18}: {r['samples_per_s']:.2f} windows/s ({r['windows']} windows, "
+                  f"{r['train_s']:.1f} s), F1 {r['f1']:.1f} (best_f1 {r['best_f1']:.1f}, HasAns {r['HasAns_f1']:.1f}, "
+                  f"NoAns {r['NoAns_f1']:.1f}), {r['trainable']:,} trainable")
+        if len(results) == 2:
+            ratios.append(results[1]["samples_per_s"] / results[0]["samples_per_s"])
+            print(f"ratio tunelab / peer: {ratios[-1]:.2f}x")
+    if len(ratios) > 1:
+        print(f"ratios over {len(ratios)} rounds: {', '.join(f'{r:.2f}x' for r in ratios)}; "
+              f"median {statistics.median(ratios):.2f}x")
     print(f"matmul fp32 after: {matmul_rate(SETTINGS['threads']):.1f} GFLOP/s")
 
 

@@ -103,6 +103,9 @@ class TrainConfig(Frozen):
     prefix_cache_max_gb: float = Field(default=4.0, gt=0)
     packing: bool = Field(default=False, description="SFT: pack examples into max_length rows (no cross-attention)")
     gradient_checkpointing: bool = False
+    fast_dropout: bool = Field(
+        default=True, description="CPU: dropout masks from 16-bit slices of 64-bit random draws, about 3x cheaper "
+        "than torch's bernoulli (p kept to 1/65536); false draws them with torch's own dropout")
     loss_chunk: int = Field(default=1024, ge=16, description="SFT: tokens per chunk of the vocabulary projection")
     head_only: bool = Field(default=False, description="with adapter.variant=none: train only the task head")
     threads: int | None = Field(default=None, ge=1)
