@@ -186,12 +186,16 @@ def load_task(config: RunConfig):
     return source, task
 
 
-def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move to the device, unless a quantised load already placed it (a device map forbids .to())."""
+def place_model(model: torch.nn.Module, device: torch.device, fast_dropout: bool = False) -> torch.nn.Module:
+    """Move to the device, unless a quantised load already placed it (a device map forbids .to()); with
+    `fast_dropout` on a CPU, swap in the cheap dropout (a third of a BERT-style LoRA step went to drawing
+    torch's masks; tunelab.models.fast_dropout). `tunelab plan` places its model the same way."""
     from tunelab.models.causal_lm import is_device_mapped
 
     if not is_device_mapped(model):
         model.to(device)
+    if fast_dropout and device.type == "cpu":
+        use_fast_dropout(model)
     return model
 
 
@@ -208,9 +212,7 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         task.preflight_report.print(full=False)
     group = ranks()  # None in one process; under torchrun rank 0 owns the run folder
     device = group.device if group else default_device()
-    place_model(model, device)
-    if config.train.fast_dropout and device.type == "cpu":
-        use_fast_dropout(model)  # a third of a BERT-style LoRA step went to drawing dropout masks
+    place_model(model, device, config.train.fast_dropout)
     precision = choose_precision(config.train.precision, device)
     if group is None or group.main:
         run = RunDir(Path(resume)) if resume else RunDir.create(parent, "", run_id)

@@ -102,3 +102,12 @@ def test_training_attention_equals_the_eager_formula_with_the_same_mask():
     out_eval, _ = attention(module, q, k, v, keep_keys, dropout=0.0, scaling=0.3)
     expected_eval = (probs @ v).transpose(1, 2)
     assert torch.allclose(out_eval, expected_eval, atol=1e-5)
+
+
+def test_runs_and_plans_place_the_model_with_the_cheap_dropout_only_when_asked():
+    from tunelab.runner import place_model
+
+    cpu = torch.device("cpu")
+    fast, plain = place_model(tiny_bert(0.1), cpu, True), place_model(tiny_bert(0.1), cpu, False)
+    assert sum(type(m) is FastDropout for m in fast.modules()) == 7
+    assert not any(type(m) is FastDropout for m in plain.modules()) and plain.config._attn_implementation == "sdpa"

@@ -75,7 +75,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     source, task = load_task(config)
     model, _, _ = prepare_model(config, task, source)
     device = default_device()
-    place_model(model, device)
+    place_model(model, device, config.train.fast_dropout)
     precision = choose_precision(config.train.precision, device)
     prefix_cache = build_cache(model, task, source, config, precision)
     import tunelab.report.plots  # noqa: F401 (a run ends with plots and a report: matplotlib's memory is in its peak)
