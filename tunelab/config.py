@@ -197,6 +197,10 @@ class VisionConfig(Frozen):
     translate: int = Field(default=0, ge=0, le=16, description="random shifts of up to this many pixels (reflect pad)")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     tta_flip: bool = Field(default=False, description="evaluate on the mean logits of each image and its mirror")
+    tta_translate: int = Field(
+        default=0, ge=0, le=4, description="test-time translation by this many pixels (reflect pad): half the "
+        "weight on the image, half on the mean of its copies shifted up-left and down-right (airbench's tta_level 2 "
+        "with tta_flip and 1)")
     channels_last: bool = Field(default=False, description="NHWC memory layout (measure: helps some CPU convs)")
     compile: bool = Field(default=False, description="torch.compile the training forward (measure first)")
     misclassified: int = Field(default=36, ge=0, le=400, description="misclassified eval images in the grid image")

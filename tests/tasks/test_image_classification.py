@@ -17,7 +17,7 @@ from tunelab.errors import TunelabError
 from tunelab.models.artifact import load_run_model
 from tunelab.models.scratch import build_scratch_model
 from tunelab.recipes import validate
-from tunelab.tasks.image_classification import ImageClassificationTask
+from tunelab.tasks.image_classification import ImageClassificationTask, tta_logits
 
 ARCHS = {
     "mlp": {"type": "mlp", "hidden": [64]},
@@ -108,6 +108,35 @@ def test_augmentation_flips_and_shifts_each_image_by_its_own_draw():
     assert torch.equal(shifted, flip_and_translate(x, np.random.default_rng(5), flip=False, translate=2))
 
 
+def test_test_time_translate_weights_the_shifted_and_mirrored_views():
+    """tta_logits = 0.5·view(x) + 0.25·view(x shifted down-right) + 0.25·view(x shifted up-left), view the
+    flip mean; a shift- and flip-sensitive model (a linear layer on the raw pixels) sees every view."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifts = [padded[..., :8, :8], padded[..., 2:, 2:]]  # content moved down-right, up-left by 1 pixel
+
+    def flip_mean(v):
+        return (model(v) + model(v.flip(-1))) / 2
+
+    with torch.no_grad():
+        expected = 0.5 * flip_mean(x) + 0.25 * (flip_mean(shifts[0]) + flip_mean(shifts[1]))
+        got = tta_logits(model, x, flip=True, translate=1, channels_last=True)
+        plain = tta_logits(model, x, flip=False, translate=0)
+        shifted_only = tta_logits(model, x, flip=False, translate=1)
+        assert got.shape == (4, 5)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.equal(plain, model(x))
+        assert torch.allclose(shifted_only, 0.5 * model(x) + 0.25 * (model(shifts[0]) + model(shifts[1])), atol=1e-5)
+        assert not torch.allclose(got, tta_logits(model, x, flip=True, translate=0), atol=1e-3)
+    base = {"task": "image_classification", "model": {"arch": ARCHS["fastcnn"]}, "data": {"dataset": "cifar10"}}
+    assert validate({**base, "vision": {"tta_translate": 1}}).vision.tta_translate == 1
+    for bad in (-1, 5):
+        with pytest.raises(TunelabError, match="vision.tta_translate"):
+            validate({**base, "vision": {"tta_translate": bad}})
+
+
 RECIPE = """
 name: vis
 task: image_classification
@@ -116,7 +145,8 @@ model:
 data: {dataset: cifar10, limit: 160, eval_limit: 100}
 train: {optimizer: sgd, lr: 0.05, batch_size: 16, max_steps: 6, checkpoint_every: 2, precision: fp32,
         log_every: 1, warmup_ratio: 0.0, schedule: linear}
-vision: {flip: true, translate: 2, label_smoothing: 0.2, tta_flip: true, channels_last: true, misclassified: 8}
+vision: {flip: true, translate: 2, label_smoothing: 0.2, tta_flip: true, tta_translate: 1, channels_last: true,
+         misclassified: 8}
 """
 
 

@@ -4,7 +4,8 @@ Algorithm: uint8 images (N, H, W, C) -> per-channel standardisation with the tra
 -> (training only) random flip / translate on the whole batch, drawn from the checkpointed numpy generator
 `generators["augment"]` -> model.arch network (mlp, cnn2, multiscale, fastcnn) -> logits (B, K);
 loss = mean cross-entropy with optional label smoothing ε: (1−ε)·CE(y) + ε·mean_k CE(k).
-Evaluation predicts argmax (with test-time flip: of the mean logits of x and its mirror) on the eval split
+Evaluation predicts argmax (with test-time flip / translate: of the weighted mean logits of x, its mirror
+and its shifted copies, `tta_logits`) on the eval split
 and reports accuracy, macro/weighted F1, MCC, eval_loss; the final evaluation adds per-class accuracy and
 writes predictions.csv (with each image's cross-entropy, for paired tests in reports), the confusion matrix
 (md + png) and a grid of misclassified images.
@@ -114,7 +115,8 @@ class ImageClassificationTask(Task):
         v = self.config.vision
         report.add("inputs", [f"per-channel mean {[round(m, 3) for m in self.mean]}, std "
                               f"{[round(x, 3) for x in self.std]} (from the training images)",
-                              f"augmentation: flip {v.flip}, translate {v.translate} px; test-time flip {v.tta_flip}"])
+                              f"augmentation: flip {v.flip}, translate {v.translate} px; test-time flip {v.tta_flip}, "
+                              f"translate {v.tta_translate} px"])
         lines, warnings = balance_lines(self.train_y.tolist(), self.eval_y.tolist(), self.label_names)
         report.add("classes", lines)
         report.warnings += warnings
@@ -200,17 +202,16 @@ class ImageClassificationTask(Task):
     # ----- evaluation -----
     @torch.no_grad()
     def predict_logits(self, model: nn.Module, autocast=None) -> torch.Tensor:
-        """Eval-split logits (N, K), in eval mode; with vision.tta_flip the mean over x and its mirror."""
+        """Eval-split logits (N, K), in eval mode, through `tta_logits` (vision.tta_flip, vision.tta_translate)."""
         model.eval()
         device = next(model.parameters()).device
         size = self.config.eval.batch_size
+        vision = self.config.vision
         outputs = []
         for start in range(0, len(self.eval_y), size):
             x = self.collate(np.arange(start, min(start + size, len(self.eval_y))), split="eval")["pixels"].to(device)
             with autocast() if autocast else _null():
-                logits = model(x).float()
-                if self.config.vision.tta_flip:
-                    logits = (logits + model(x.flip(-1)).float()) / 2
+                logits = tta_logits(model, x, vision.tta_flip, vision.tta_translate, vision.channels_last)
             outputs.append(logits.cpu())
         return torch.cat(outputs)
 
@@ -250,6 +251,35 @@ class ImageClassificationTask(Task):
             plot_image_grid(self.eval_images[wrong], captions, out_dir / "misclassified.png",
                             f"{len(wrong)} most confident of {int((predictions != targets).sum())} misclassified "
                             "(true -> predicted)")
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, flip: bool, translate: int,
+               channels_last: bool = False) -> torch.Tensor:
+    """Test-time-augmented logits (B, K) of x (B, C, H, W), airbench94's tta_level 0/1/2 scheme.
+
+    flip: mean of the logits of x and its mirror. translate t: x is reflect-padded by t pixels and cropped
+    at offsets (0, 0) and (2t, 2t), i.e. shifted by t pixels down-right and up-left; the result is
+    0.5·view(x) + 0.25·view(shifted) + 0.25·view(other shift), where view() is the flip mean when flip is on.
+    All views go through the model as one concatenated batch (eval mode: BatchNorm uses running statistics,
+    so an image's logits do not depend on the other images in the batch).
+    """
+    views, weights = [x], [1.0]
+    if translate:
+        height, width = x.shape[-2:]
+        padded = F.pad(x, (translate,) * 4, mode="reflect")  # (B, C, H+2t, W+2t)
+        end = 2 * translate
+        views += [padded[..., :height, :width], padded[..., end:end + height, end:end + width]]
+        weights = [0.5, 0.25, 0.25]
+    if flip:
+        views += [view.flip(-1) for view in views]
+        weights = [w / 2 for w in weights] * 2
+    if len(views) == 1:
+        return model(x).float()
+    batch = torch.cat(views)  # (V·B, C, H, W)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    logits = model(batch).float().view(len(views), len(x), -1)  # (V, B, K)
+    return torch.einsum("v,vbk->bk", torch.tensor(weights, dtype=logits.dtype, device=logits.device), logits)
 
 
 def per_class_accuracy(matrix: list[list[int]], names: list[str]) -> dict[str, float]:
