@@ -256,8 +256,12 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         "prefix_cache_seconds": round(cache_seconds, 2),
         "peak_rss_mb": round(process_peak_mb(), 1), "processes": group.world if group else 1,
         "step_seconds": round(result.steady_step_seconds, 4) if result.steady_step_seconds else None,
+        "eval_seconds": round(result.periodic_eval_seconds + result.final_eval_seconds, 2),
+        "evaluations": result.periodic_evals + 1,
     }
-    planned = predicted_vs_measured(config, summary["peak_rss_mb"], result.steady_step_seconds)
+    planned = predicted_vs_measured(config, summary["peak_rss_mb"], result.steady_step_seconds,
+                                    result.periodic_eval_seconds + result.final_eval_seconds,
+                                    result.train_seconds)
     if planned is not None:
         summary["plan"] = planned
     run.write_summary(summary)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.plan.calibrate import Calibration, SizePoint, calibration_sizes
+from tunelab.plan.calibrate import Calibration, SizePoint, calibration_sizes, spread_order
 from tunelab.plan.commands import parse_duration, parse_memory
+from tunelab.plan.eval_cost import EvalCost
 from tunelab.plan.planner import make_plan
 from tunelab.plan.rss import current_rss_mb, sampled_peak
 
@@ -43,6 +44,39 @@ def test_loading_can_be_the_peak():
     cal = calibration([(1, 600.0, 0.1), (2, 610.0, 0.2)])
     plan = make_plan("r", cal, 2, 1, 10, loading_peak_mb=3000.0)  # e.g. a large CSV read and tokenised
     assert plan.configured.peak_mb == 3000.0
+
+
+def test_evaluations_join_the_eta_and_can_set_the_peak():
+    # training: 100 steps x 1.8 s; evaluations every 30 steps (3 of them, 2 s each) and a final one of 5 s
+    cal = calibration([(8, 1800.0, 1.0), (16, 2600.0, 1.8)])
+    plan = make_plan("r", cal, 16, 1, 100, 900.0, evals=EvalCost(2.0, 5.0, extra_mb=100.0), eval_every=30)
+    assert plan.evaluations == 3 and plan.eval_seconds == pytest.approx(3 * 2.0 + 5.0)
+    assert plan.eta_seconds == pytest.approx(100 * 1.8 + 11.0)
+    assert plan.configured.peak_mb == pytest.approx(2600.0)  # 500 MB warm + 100 MB is under the step's peak
+    heavy = make_plan("r", cal, 16, 1, 100, 900.0, evals=EvalCost(None, 5.0, extra_mb=2500.0), eval_every=None)
+    assert heavy.evaluations == 0 and heavy.eval_seconds == pytest.approx(5.0)
+    assert heavy.configured.peak_mb == pytest.approx(500.0 + 2500.0)  # e.g. generation caches in the final eval
+    untimed = make_plan("r", cal, 16, 1, 100, 900.0)
+    assert untimed.eval_seconds is None and untimed.eta_seconds == pytest.approx(180.0)
+
+
+def test_a_time_limit_leaves_room_for_the_evaluations():
+    from tunelab.plan.report import plan_lines
+
+    cal = calibration([(8, 1800.0, 1.0), (16, 2600.0, 1.8)])
+    # 100 steps x 1.8 s + 3 periodic evaluations x 2 s + a final one of 5 s = 191 s; 60 s leave 55 s after the
+    # final evaluation, at 1.8 + 3 x 2 / 100 = 1.86 s per step: 29 steps
+    plan = make_plan("r", cal, 16, 1, 100, 900.0, time_limit_s=60.0, evals=EvalCost(2.0, 5.0, 0.0), eval_every=30)
+    assert plan_lines(plan, "d")[-1].endswith("train.max_steps=29 would")
+    slow_eval = make_plan("r", cal, 16, 1, 100, 900.0, time_limit_s=4.0, evals=EvalCost(None, 5.0, 0.0))
+    assert "the final evaluation alone takes" in plan_lines(slow_eval, "d")[-1]
+
+
+def test_timed_batches_spread_over_the_epoch_whenever_timing_stops():
+    order = spread_order(32)
+    assert sorted(order) == list(range(32))
+    for count in (2, 4, 8):  # the first `count` timed positions: one in each 1/count of the epoch
+        assert sorted(i * count // 32 for i in order[:count]) == list(range(count))
 
 
 def test_calibration_sizes_bracket_the_recipe():
@@ -96,3 +130,6 @@ def test_plan_of_a_small_recipe_matches_its_run(tmp_path):
     assert block["measured_peak_mb"] == summary["peak_rss_mb"] > 0
     assert abs(block["peak_error"]) < 0.15, block
     assert abs(block["step_error"]) < 0.6, block  # timing on a shared 2-core test machine: loose bound here
+    assert plan["final_eval_seconds"] > 0 and "evaluations: the final one" in planned.stdout
+    assert block["measured_eval_s"] == pytest.approx(summary["eval_seconds"], abs=0.01) and summary["eval_seconds"] > 0
+    assert abs(block["eval_error"]) < 0.6 and abs(block["total_error"]) < 0.6, block

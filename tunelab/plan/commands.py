@@ -1,8 +1,8 @@
 """`tunelab plan RECIPE [--memory 8GB] [--time 30m]`: predicted peak memory and step time before a run,
 from the model, the data and a calibration of a few real micro-steps; the micro-batch x accumulation
-that fits a memory limit, and the run's ETA. The plan is stored under the cache (keyed by the recipe's
-settings), and a later `tunelab run` of the same settings writes predicted beside measured into its
-summary.json (`tunelab.plan.record`).
+that fits a memory limit, and the run's ETA (training steps plus its evaluations, each timed once). The
+plan is stored under the cache (keyed by the recipe's settings), and a later `tunelab run` of the same
+settings writes predicted beside measured into its summary.json (`tunelab.plan.record`).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
     from tunelab.plan.calibrate import calibrate
+    from tunelab.plan.eval_cost import time_evaluations
     from tunelab.plan.planner import make_plan
     from tunelab.plan.record import save_plan
     from tunelab.plan.report import print_plan
@@ -73,6 +74,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     source, task = load_task(config)
+    task.persist_model_outputs = False
     model, _, _ = prepare_model(config, task, source)
     device = default_device()
     place_model(model, device, config.train.fast_dropout)
@@ -81,10 +83,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import tunelab.report.plots  # noqa: F401 (a run ends with plots and a report: matplotlib's memory is in its peak)
 
     loading_peak = process_peak_mb()
-    calibration = calibrate(model, task, precision, device, prefix_cache)
     cfg = config.train
+    calibration = calibrate(model, task, precision, device, prefix_cache, steps=total_steps_for(task, cfg))
+    evals = None if args.no_eval else time_evaluations(model, task, precision, device, cfg.eval_every, prefix_cache)
     plan = make_plan(config.name, calibration, cfg.batch_size, cfg.grad_accum, total_steps_for(task, cfg),
-                     loading_peak, args.memory, args.time, cfg.gradient_checkpointing)
+                     loading_peak, args.memory, args.time, cfg.gradient_checkpointing, evals, cfg.eval_every)
     fallback = None
     if plan.chosen is None and args.memory is not None and not cfg.gradient_checkpointing and \
             config.task in ("sft", "dpo") and not args.no_fallback:
@@ -105,7 +108,8 @@ def plan_with_checkpointing(args: argparse.Namespace) -> dict | None:
         out = Path(folder) / "plan.json"
         command = [sys.executable, "-m", "tunelab", "plan", args.recipe, *args.overrides,
                    "train.gradient_checkpointing=true", "--memory", f"{args.memory}MB", "--no-fallback",
-                   "--json", str(out)] + (["--variant", args.variant] if args.variant else [])
+                   "--json", str(out)] + (["--variant", args.variant] if args.variant else []) + \
+                  (["--no-eval"] if args.no_eval else [])
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         return json.loads(out.read_text()) if done.returncode == 0 and out.is_file() else None
 
@@ -120,5 +124,7 @@ def add_parsers(verbs) -> None:
     plan.add_argument("--time", type=parse_duration, metavar="DURATION", help="time to finish in, e.g. 30m")
     plan.add_argument("--variant", help="plan this variant of the recipe (default: the recipe as written)")
     plan.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
+    plan.add_argument("--no-eval", action="store_true", help="do not time the evaluations (they can take long: "
+                                                             "generation); the ETA then counts training only")
     plan.add_argument("--no-fallback", action="store_true", help=argparse.SUPPRESS)
     plan.set_defaults(handler=cmd_plan)

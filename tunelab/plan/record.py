@@ -5,7 +5,11 @@ A plan is stored under the tunelab cache, keyed by a hash of every setting that 
 After training, the run writes `plan` into summary.json:
 
     {"predicted_peak_mb", "measured_peak_mb", "peak_error", "predicted_step_s", "measured_step_s",
-     "step_error"}      error = predicted / measured − 1
+     "step_error", "predicted_eval_s", "measured_eval_s", "eval_error", "predicted_total_s",
+     "measured_total_s", "total_error"}      error = predicted / measured − 1
+
+(eval: every evaluation together; total: training plus evaluations, what the plan's ETA counts; the
+eval and total pairs only when the plan timed the evaluations.)
 
 Measured peak is the run process's highest RSS (ru_maxrss): for the second variant of a recipe run in one
 process it includes what the first one reached. Measured step time is the mean after the first few steps
@@ -51,7 +55,9 @@ def stored_plan(config) -> dict[str, Any] | None:
         return None  # a damaged plan is no plan: the run does not depend on it
 
 
-def predicted_vs_measured(config, measured_peak_mb: float, measured_step_s: float | None) -> dict[str, Any] | None:
+def predicted_vs_measured(config, measured_peak_mb: float, measured_step_s: float | None,
+                          measured_eval_s: float | None = None, measured_train_s: float | None = None
+                          ) -> dict[str, Any] | None:
     """The summary's `plan` block, or None when no plan of these settings was made."""
     plan = stored_plan(config)
     if plan is None:
@@ -63,4 +69,14 @@ def predicted_vs_measured(config, measured_peak_mb: float, measured_step_s: floa
     if measured_step_s:
         block.update(predicted_step_s=round(predicted["step_seconds"], 4), measured_step_s=round(measured_step_s, 4),
                      step_error=round(predicted["step_seconds"] / measured_step_s - 1, 4))
+    if plan.get("eval_seconds") is not None and measured_eval_s:
+        block.update(pair("eval", plan["eval_seconds"], measured_eval_s))
+        if measured_train_s:
+            as_written = plan["steps"] * predicted["step_seconds"] + plan["eval_seconds"]  # the run's own setting
+            block.update(pair("total", as_written, measured_train_s + measured_eval_s))
     return block
+
+
+def pair(name: str, predicted: float, measured: float) -> dict[str, float]:
+    return {f"predicted_{name}_s": round(predicted, 3), f"measured_{name}_s": round(measured, 3),
+            f"{name}_error": round(predicted / measured - 1, 4)}

@@ -11,6 +11,13 @@ def setting_line(pick: Choice) -> str:
             f"{pick.step_seconds:.3g} s per optimizer step")
 
 
+def evaluation_line(plan: Plan) -> str:
+    final = f"the final one {plan.final_eval_seconds:.3g} s"
+    if not plan.evaluations:
+        return final
+    return f"{plan.evaluations} periodic x {plan.periodic_eval_seconds:.3g} s + {final}"
+
+
 def plan_lines(plan: Plan, description: str, fallback: dict | None = None) -> list[str]:
     lines = [f"plan: {plan.recipe} ({description})"]
     for point in plan.calibration:
@@ -19,8 +26,14 @@ def plan_lines(plan: Plan, description: str, fallback: dict | None = None) -> li
                      f"{point['seconds']:.3g} s per micro-step")
     lines.append(f"  memory: loading reached {plan.loading_peak_mb:,.0f} MB; a training step peaks at "
                  f"{plan.memory.a:,.0f} + {plan.memory.b:,.1f}·b MB for a micro-batch of b")
-    eta = f"ETA {format_seconds(plan.steps * plan.configured.step_seconds)} for {plan.steps:,} steps " \
-          "(evaluations not included)"
+    if plan.eval_peak_mb is not None:
+        lines.append(f"  evaluations: {evaluation_line(plan)}, peak {plan.eval_peak_mb:,.0f} MB")
+    train_s = plan.steps * plan.configured.step_seconds
+    if plan.eval_seconds is None:
+        eta = f"ETA {format_seconds(train_s)} for {plan.steps:,} steps (evaluations not timed: --no-eval)"
+    else:
+        eta = f"ETA {format_seconds(train_s + plan.eval_seconds)} ({format_seconds(train_s)} for " \
+              f"{plan.steps:,} steps + {format_seconds(plan.eval_seconds)} of evaluations)"
     lines.append(f"  as written: {setting_line(plan.configured)}; {eta}")
     if plan.memory_limit_mb is not None:
         limit = f"{plan.memory_limit_mb:,.0f} MB"
@@ -43,10 +56,18 @@ def plan_lines(plan: Plan, description: str, fallback: dict | None = None) -> li
         if plan.eta_seconds <= plan.time_limit_s:
             lines.append(f"  fits {format_seconds(plan.time_limit_s)}: ETA {format_seconds(plan.eta_seconds)}")
         else:
-            per_step = plan.eta_seconds / max(plan.steps, 1)
-            steps = int(plan.time_limit_s // per_step) if per_step else plan.steps
-            lines.append(f"  does not fit {format_seconds(plan.time_limit_s)} (ETA "
-                         f"{format_seconds(plan.eta_seconds)}): train.max_steps={max(steps, 1)} would")
+            per_step = (plan.chosen or plan.configured).step_seconds
+            if plan.periodic_eval_seconds and plan.evaluations:  # evaluations come every eval_every steps
+                per_step += plan.periodic_eval_seconds * plan.evaluations / plan.steps
+            left = plan.time_limit_s - (plan.final_eval_seconds or 0.0)
+            steps = int(left // per_step) if per_step else plan.steps
+            if steps < 1:
+                lines.append(f"  does not fit {format_seconds(plan.time_limit_s)}: the final evaluation alone takes "
+                             f"{format_seconds(plan.final_eval_seconds or 0.0)} (evaluate fewer examples: "
+                             "data.eval_limit)")
+            else:
+                lines.append(f"  does not fit {format_seconds(plan.time_limit_s)} (ETA "
+                             f"{format_seconds(plan.eta_seconds)}): train.max_steps={steps} would")
     return lines
 
 

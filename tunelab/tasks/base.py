@@ -46,8 +46,9 @@ class Task(ABC):
     name: str = "task"
     #: True when a training batch depends on the current model (rollouts): `make_batch` runs under no_grad
     batches_need_model: bool = False
-    #: True when `loss_fn` runs the model's own forward (what FSDP's per-block gathering needs, train.fsdp)
-    loss_through_forward: bool = True
+    #: False in `tunelab plan`: what the task would cache from the model (DPO's reference log-probs) stays
+    #: in memory, so the run the plan predicts pays for it as a fresh run does
+    persist_model_outputs: bool = True
 
     def __init__(self, config: RunConfig):
         self.config = config

@@ -62,7 +62,6 @@ def save_array(path: Path, values: np.ndarray) -> None:
 
 class DPOTask(Task):
     name = "dpo"
-    loss_through_forward = False  # decoder hidden states + chunked head (tunelab.train.lm_loss)
 
     def __init__(self, config):
         super().__init__(config)
@@ -181,7 +180,7 @@ class DPOTask(Task):
 
     # ----- reference log-probs -----
     def reference_path(self, split: str) -> Path | None:
-        if self.cache_dir is None or self.base_fingerprint is None:
+        if self.cache_dir is None or self.base_fingerprint is None or not self.persist_model_outputs:
             return None
         start = "base" if self.reference_is_base else self.start_fingerprint()
         key = json.dumps([self.base_fingerprint, self.config.model.quantize, self.tokens[split].key, start])

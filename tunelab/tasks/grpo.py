@@ -71,7 +71,6 @@ def completion_logps(model: nn.Module, batch: dict[str, torch.Tensor], repeats: 
 
 class GRPOTask(Task):
     name = "grpo"
-    loss_through_forward = False  # decoder hidden states + chunked head (tunelab.train.lm_loss)
     batches_need_model = True
 
     def __init__(self, config):

@@ -33,7 +33,6 @@ from tunelab.train.packing import collate_packed, collate_padded, pack_examples
 
 class SFTTask(Task):
     name = "sft"
-    loss_through_forward = False  # decoder hidden states + chunked head (tunelab.train.lm_loss)
     default_metric = "eval_loss"
 
     def __init__(self, config):

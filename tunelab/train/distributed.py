@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,15 +124,19 @@ def data_parallel(model: nn.Module, task: Any, group: Ranks, seed: int, sharded:
 
 
 class LossModule(nn.Module):
-    """The task's loss as a module, so DDP wraps exactly the forward that produces the loss, whatever
-    the task calls inside it (model(...), model.base_model(...), its output embeddings)."""
+    """The task's loss as a module, so DDP and FSDP wrap exactly the forward that produces the loss,
+    whatever the task calls inside it (model(...), the decoder's hidden states, its output embeddings).
+    `run(model)` instead of a batch runs other model work the same way (FSDP: the reference log-probs
+    and rollouts a batch is built from, with the root's weights gathered)."""
 
     def __init__(self, model: nn.Module, task: Any):
         super().__init__()
         self.model = model
         self.task = task  # a plain attribute: not a module
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: dict[str, torch.Tensor] | None, run: Callable[[nn.Module], Any] | None = None) -> Any:
+        if run is not None:
+            return run(self.model)
         return self.task.loss_fn(self.model, batch)
 
 
@@ -198,6 +202,11 @@ class DataParallel:
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return self.ddp(batch)
 
+    def outside_loss(self, run: Callable[[nn.Module], Any]) -> Any:
+        """`run(model)` for work that is not the loss (batches built from the model): every replica holds
+        the full weights, so it runs directly (not through DDP, whose forward expects a backward)."""
+        return run(self.ddp.module.model)
+
     @contextlib.contextmanager
     def sync(self, last: bool) -> Iterator[None]:
         """Gradients are all-reduced once per step, in the backward of the rank's last micro-batch."""
@@ -251,31 +260,36 @@ class ShardedParallel(DataParallel):
     """FSDP (torch.distributed.fsdp.fully_shard): each block's weights, gradients and optimizer state live
     in N shards, gathered for its forward and backward; the global batch is split as in DDP and the
     gradients are averaged over the ranks the same way (reduce-scatter), so the step is the same.
-    The full weights are gathered once, at the end, into a plain model on rank 0 (`final_model`)."""
+    The full weights are gathered once, at the end, into a plain model on rank 0 (`final_model`).
+
+    The root of the sharding is the task's loss as a module (`LossModule`), not the model: what no block
+    owns (embeddings, final norm, the output head, tied or not) is gathered for the whole loss forward, so
+    tasks that project hidden states through the output embedding themselves (SFT, DPO, GRPO's chunked
+    loss) are covered, and so is model work outside the loss (`outside_loss`)."""
 
     def __init__(self, model: nn.Module, task: Any, group: Ranks, seed: int):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        if not task.loss_through_forward:
-            raise TunelabError(f"train.fsdp: task {task.name} computes its loss from the decoder's hidden states "
-                               "and output embedding outside the model's forward, which FSDP's per-block gathering "
-                               "does not cover; use data-parallel training (train.fsdp: false)")
         self.group, self.model = group, model
         mesh = init_device_mesh(group.device.type, (group.world,))
         for block in blocks_of(model):
             fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        self.root = fully_shard(LossModule(model, task), mesh=mesh)
         own_streams(task, group, seed)
         self.task = task
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.task.loss_fn(self.model, batch)
+        return self.root(batch)
+
+    def outside_loss(self, run: Callable[[nn.Module], Any]) -> Any:
+        """`run(model)` through the root's forward: the weights no block owns are gathered around it."""
+        return self.root(None, run=run)
 
     @contextlib.contextmanager
     def sync(self, last: bool) -> Iterator[None]:
         """Gradients are reduce-scattered once per step, in the backward of the rank's last micro-batch."""
-        self.model.set_requires_gradient_sync(last)
+        self.root.set_requires_gradient_sync(last)
         yield
 
     def final_model(self, model: nn.Module, rebuild) -> nn.Module | None:
@@ -283,11 +297,12 @@ class ShardedParallel(DataParallel):
         None on the other ranks."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        full = get_model_state_dict(self.root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if not self.group.main:
             return None
         plain = rebuild()
-        missing, unexpected = plain.load_state_dict(full, strict=False)
+        missing, unexpected = plain.load_state_dict({k.removeprefix("model."): v for k, v in full.items()},
+                                                    strict=False)
         if unexpected:
             raise TunelabError(f"train.fsdp: the gathered weights do not fit the model ({unexpected[0]})")
         return plain

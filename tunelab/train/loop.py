@@ -62,6 +62,9 @@ class TrainResult:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
     steady_from: tuple[int, float] | None = None  # (step, seconds) once the first steps' one-off costs are paid
+    periodic_evals: int = 0
+    periodic_eval_seconds: float = 0.0  # all periodic evaluations together (not in train_seconds)
+    final_eval_seconds: float = 0.0
     model: nn.Module | None = None  # the trained model as saved (rank 0)
 
     @property
@@ -79,7 +82,8 @@ def total_steps_for(task: Task, cfg: TrainConfig) -> int:
 
 def fresh_position() -> dict[str, Any]:
     return {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": None, "bad_evals": 0,
-            "samples": 0, "tokens": 0, "train_seconds": 0.0, "stopped_early": False, "bad_steps": 0}
+            "samples": 0, "tokens": 0, "train_seconds": 0.0, "stopped_early": False, "bad_steps": 0,
+            "evals": 0, "eval_seconds": 0.0}
 
 
 def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision: Precision,
@@ -188,16 +192,21 @@ def check_metric(task: Task, metric: str) -> None:
                            f"training; choose one of: {', '.join(produced)}")
 
 
-def draw_batch(model: nn.Module, task: Task, index, step: int, device: torch.device) -> dict[str, torch.Tensor]:
+def draw_batch(model: nn.Module, task: Task, index, step: int, device: torch.device,
+               parallel: DataParallel | None = None) -> dict[str, torch.Tensor]:
     """The micro-batch on the device; batches built from the current model (rollouts) are made under
-    no_grad in eval mode (no dropout while sampling), then the model goes back to training."""
+    no_grad in eval mode (no dropout while sampling), then the model goes back to training. Under
+    torchrun the model work runs the way the parallel wrapper needs (FSDP: its weights gathered)."""
+    def make(current: nn.Module) -> dict[str, torch.Tensor]:
+        return task.make_batch(current, index, step)
+
     if task.batches_need_model:
         model.eval()
         with torch.no_grad():
-            batch = task.make_batch(model, index, step)
+            batch = parallel.outside_loss(make) if parallel else make(model)
         model.train()
     else:
-        batch = task.make_batch(model, index, step)
+        batch = parallel.outside_loss(make) if parallel else make(model)
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
@@ -214,7 +223,7 @@ def accumulate(model: nn.Module, task: Task, group: list, step: int, precision: 
     Running out of memory in a forward/backward is one TunelabError naming the settings to lower.
     Returns (step loss, weighted mean of the logged scalars plus "tokens")."""
     mine = parallel.shard(group) if parallel else [(index, 1.0) for index in group]
-    batches = [draw_batch(model, task, index, step, device) for index, _ in mine]
+    batches = [draw_batch(model, task, index, step, device, parallel) for index, _ in mine]
     weights = [task.loss_weight(batch) * keep for batch, (_, keep) in zip(batches, mine, strict=True)]
     total_weight = (parallel.sum([sum(weights)])[0] if parallel else sum(weights)) or 1.0
     ranks_scale = parallel.world if parallel else 1  # DDP averages gradients over the ranks
@@ -277,8 +286,11 @@ def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str,
                   metric: str, precision: Precision, prefix_cache: FrozenPrefixCache | None,
                   device: torch.device) -> dict[str, Any]:
     """Evaluate, keep the best weights on disk, count evals without improvement for early stopping."""
+    started = time.perf_counter()
     metrics = task.evaluate(model, None, precision.autocast, eval_prefix(prefix_cache, device))
     model.train()
+    position["evals"] = position.get("evals", 0) + 1  # a checkpoint of an older version lacks the two
+    position["eval_seconds"] = position.get("eval_seconds", 0.0) + time.perf_counter() - started
     value = float(metrics[metric])
     run.log({"step": position["step"], "tokens": position["tokens"],  # the budget spent: compare --by
              "train_seconds": round(position["train_seconds"], 3),
@@ -304,10 +316,14 @@ def finish(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], 
     """Final evaluation, on the best weights if periodic evals found a better step than the last."""
     if position["best_step"] is not None and position["best_step"] != position["step"]:
         load_best(run.path / "checkpoints" / "best", model)
+    started = time.perf_counter()
     metrics = task.evaluate(model, run.path, precision.autocast, eval_prefix(prefix_cache, device))
+    final_eval_seconds = time.perf_counter() - started
     model.eval()
     return TrainResult(model=model, metrics=metrics, steps=position["step"], samples=position["samples"],
                        tokens=position["tokens"], train_seconds=position["train_seconds"],
                        best_step=position["best_step"] or position["step"], stopped_early=position["stopped_early"],
                        history=run.metrics(),
-                       steady_from=tuple(position["steady_from"]) if position.get("steady_from") else None)
+                       steady_from=tuple(position["steady_from"]) if position.get("steady_from") else None,
+                       periodic_evals=position.get("evals", 0), periodic_eval_seconds=position.get("eval_seconds", 0.0),
+                       final_eval_seconds=final_eval_seconds)
