@@ -113,7 +113,8 @@ def tunelab(*argv, cache):
 
 def test_plan_of_a_small_recipe_matches_its_run(tmp_path):
     """Classification with adapters in every MiniLM layer: the plan's peak RSS within 15% of the run's."""
-    overrides = ["data.limit=512", "train.max_steps=24", "train.batch_size=16", "model.max_length=96",
+    overrides = ["data.limit=512", "data.eval_limit=256", "train.max_steps=24", "train.batch_size=16",
+                 "model.max_length=96",
                  "adapter.targets=[query,value]", "train.threads=2", f"output_dir={tmp_path / 'runs'}",
                  "variants={}", "name=plan_check", "adapter.max_trainable=null", "adapter.plan=fixed"]
     cache = tmp_path / "cache"
