@@ -271,13 +271,12 @@ class ShardedParallel(DataParallel):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        self.group, self.model = group, model
+        self.group = group
         mesh = init_device_mesh(group.device.type, (group.world,))
         for block in blocks_of(model):
             fully_shard(block, mesh=mesh)
         self.root = fully_shard(LossModule(model, task), mesh=mesh)
         own_streams(task, group, seed)
-        self.task = task
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return self.root(batch)
