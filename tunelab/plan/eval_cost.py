@@ -47,18 +47,18 @@ def time_evaluations(model: torch.nn.Module, task: Task, precision: Precision, d
                      eval_every: int | None, prefix_cache=None) -> EvalCost:
     """Run the evaluations the run will make (a periodic one only when the recipe has them) and time each."""
     prefix = eval_prefix(prefix_cache, device)
-    periodic, extra = None, 0.0
-    if eval_every:
+
+    def timed(out_dir: Path | None) -> tuple[float, float]:
+        """(seconds, MB the evaluation raised RSS above where it started)."""
         before = current_rss_mb()
         with sampled_peak() as sampled:
             started = time.perf_counter()
-            task.evaluate(model, None, precision.autocast, prefix)
-            periodic = time.perf_counter() - started
-        extra = sampled.mb - before
-    before = current_rss_mb()
-    with tempfile.TemporaryDirectory(prefix="tunelab-plan-") as scratch, sampled_peak() as sampled:
-        started = time.perf_counter()
-        task.evaluate(model, Path(scratch), precision.autocast, prefix)
-        final = time.perf_counter() - started
+            task.evaluate(model, out_dir, precision.autocast, prefix)
+            seconds = time.perf_counter() - started
+        return seconds, sampled.mb - before
+
+    periodic, extra = timed(None) if eval_every else (None, 0.0)
+    with tempfile.TemporaryDirectory(prefix="tunelab-plan-") as scratch:
+        final, final_extra = timed(Path(scratch))
     model.train()
-    return EvalCost(periodic, final, max(extra, sampled.mb - before, 0.0))
+    return EvalCost(periodic, final, max(extra, final_extra, 0.0))
