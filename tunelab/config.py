@@ -111,18 +111,7 @@ class TrainConfig(Frozen):
     threads: int | None = Field(default=None, ge=1)
     fsdp: bool = Field(
         default=False, description="under torchrun (tunelab run --nproc N): shard weights, gradients and "
-        "optimizer state over the processes (FSDP) instead of replicating them (DDP); evaluates at the end only")
-
-    @model_validator(mode="after")
-    def fsdp_trains_to_the_end(self) -> TrainConfig:
-        """Sharded runs gather the full weights once, at the end: no periodic evals, best-step reloads or
-        resumable checkpoints (those need every rank's shard on disk)."""
-        if self.fsdp:
-            for key in ("eval_every", "checkpoint_every", "early_stopping"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"train.{key} cannot be used with train.fsdp (a sharded run evaluates and "
-                                     "saves once, at the end); remove it or use data-parallel training (fsdp: false)")
-        return self
+        "optimizer state over the processes (FSDP) instead of replicating them (DDP)")
 
 
 class EvalConfig(Frozen):

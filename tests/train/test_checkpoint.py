@@ -7,7 +7,7 @@ import torch
 from tunelab.errors import TunelabError
 from tunelab.rundir import RunDir
 from tunelab.tasks.registry import TASK_REGISTRY, TaskInfo
-from tunelab.train.checkpoint import load_best, save_best
+from tunelab.train.checkpoint import load_best, model_state, save_best
 from tunelab.train.loop import train
 from tunelab.train.precision import Precision
 
@@ -68,7 +68,7 @@ def test_killed_and_resumed_cnn_is_bit_identical(tmp_path):
 def test_load_best_restores_batchnorm_statistics(tmp_path):
     model = ToyCNNTask().build_model()
     model.norm.running_mean.fill_(0.5)
-    save_best(tmp_path / "best", model)
+    save_best(tmp_path / "best", model_state(model))
     model.norm.running_mean.fill_(-3.0)
     model.norm.num_batches_tracked.fill_(99)
     load_best(tmp_path / "best", model)

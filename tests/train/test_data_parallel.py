@@ -168,11 +168,9 @@ RESUMED = {"task": "image_classification", "model": {"arch": {"type": "fastcnn",
            "train": {**TRAIN, "optimizer": "sgd", "lr": 0.05, "max_steps": 60, "checkpoint_every": 4}}
 
 
-def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
-    """BatchNorm statistics, dropout-free augmentation draws per rank and every rank's RNG come back from
-    the checkpoint: the resumed 2-process run ends with the uninterrupted 2-process run's weights."""
-    recipe = tmp_path / "vision.yaml"
-    recipe.write_text(yaml.safe_dump({"name": "vision", "output_dir": str(tmp_path / "runs"), **RESUMED}))
+def killed_and_resumed(recipe: Path, runs: Path) -> tuple[Path, Path]:
+    """Run the recipe on 2 processes uninterrupted ("whole"), then again ("cut") killed once its checkpoint
+    is past step 8 and resumed; returns both run folders."""
     assert run_two_processes(recipe, "name=whole").returncode == 0
     env = {**os.environ, "TUNELAB_QUIET": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "tunelab", "run", str(recipe), "name=cut", "--nproc", "2"],
@@ -180,7 +178,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
                             stderr=subprocess.DEVNULL)
     position = None
     while proc.poll() is None:
-        found = list((tmp_path / "runs" / "cut").glob("*/checkpoints/last/position.json"))
+        found = list((runs / "cut").glob("*/checkpoints/last/position.json"))
         if found and json.loads(found[0].read_text())["step"] >= 8:
             os.killpg(proc.pid, signal.SIGKILL)
             position = found[0]
@@ -188,12 +186,20 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
         time.sleep(0.01)
     proc.wait()
     assert position is not None, "the run finished before it could be killed"
-    cut = only_run(tmp_path / "runs" / "cut")
+    cut = only_run(runs / "cut")
     assert not (cut / "summary.json").exists()
     assert len(json.loads((cut / "checkpoints" / "last" / "ranks.json").read_text())) == 2
     done = run_two_processes(recipe, "name=cut", "--resume", str(cut))
     assert done.returncode == 0, done.stderr[-3000:]
-    whole = only_run(tmp_path / "runs" / "whole")
+    return only_run(runs / "whole"), cut
+
+
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """BatchNorm statistics, dropout-free augmentation draws per rank and every rank's RNG come back from
+    the checkpoint: the resumed 2-process run ends with the uninterrupted 2-process run's weights."""
+    recipe = tmp_path / "vision.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "vision", "output_dir": str(tmp_path / "runs"), **RESUMED}))
+    whole, cut = killed_and_resumed(recipe, tmp_path / "runs")
     assert losses(cut) == losses(whole)
     ours, theirs = weights(cut), weights(whole)
     assert any("running_mean" in k for k in ours)

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from tunelab.eval.squad_metrics import raw_scores
 from tunelab.report.runs import RunRecord
@@ -97,6 +96,8 @@ def label_names(record: RunRecord) -> list[str]:
 def from_predictions_csv(record: RunRecord) -> ExampleScores:
     """classification (text, label, prediction) and image_classification (index, label, prediction, loss)."""
     path = record.path / "predictions.csv"
+    import pandas as pd  # here: a run that prints its own summary need not load pandas
+
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if not {"label", "prediction"} <= set(frame.columns):
         raise ValueError(f"{path.name} has no label/prediction columns")

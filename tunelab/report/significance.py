@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 RESAMPLES = 2000
 SEED = 0
@@ -50,6 +49,8 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[float, 
     """(p, b, c): the exact two-sided McNemar test on two runs' right/wrong vectors over the same examples."""
     a, b_vec = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     b, c = int(np.sum(a & ~b_vec)), int(np.sum(~a & b_vec))
+    from scipy import stats  # here, not at import: every `tunelab run` imports this module, few call it
+
     p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
     return min(1.0, p), b, c
 
@@ -97,6 +98,8 @@ def seed_interval(values: list[float], alpha: float = 0.05) -> tuple[float, floa
     x = np.asarray(values, dtype=np.float64)
     if len(x) < 2:
         return None
+    from scipy import stats
+
     half = float(stats.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
     return float(x.mean()) - half, float(x.mean()) + half
 
@@ -112,6 +115,8 @@ def welch_difference(values_a: list[float], values_b: list[float], alpha: float 
     if va + vb == 0:  # every seed scored the same on both sides: no spread to test against
         return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, "Welch t (seeds)", len(a) + len(b))
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    from scipy import stats
+
     half = float(stats.t.ppf(1 - alpha / 2, df) * np.sqrt(va + vb))
     p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return Difference(diff, diff - half, diff + half, p, "Welch t (seeds)", len(a) + len(b))

@@ -14,8 +14,9 @@ import io
 import json
 import pickle
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,8 +28,14 @@ from tunelab.errors import TunelabError
 from tunelab.models.params import buffer_state, trainable_state
 from tunelab.rundir import atomic_write_dir
 
+if TYPE_CHECKING:
+    from tunelab.train.distributed import Snapshot
 
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+#: place(saved whole tensor, this process's tensor) -> the value to copy in (FSDP: this rank's shard)
+Place = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], place: Place | None = None) -> None:
     """Copy saved parameters and buffers into the model in place (names must exist in the model)."""
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     missing = [name for name in state if name not in tensors]
@@ -36,7 +43,9 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         raise TunelabError(f"checkpoint does not fit this model: unknown tensor '{missing[0]}'")
     with torch.no_grad():
         for name, value in state.items():
-            tensors[name].copy_(value.to(tensors[name].device, tensors[name].dtype))
+            target = tensors[name]
+            value = value.to(target.device, target.dtype)
+            target.copy_(place(value, target) if place else value)
 
 
 def numpy_state(generators: dict[str, np.random.Generator]) -> dict[str, Any]:
@@ -62,15 +71,18 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler, position: dict[str, Any],
                     generators: dict[str, np.random.Generator] | None = None,
-                    rank_states: list[dict[str, Any]] | None = None) -> None:
-    """`rank_states`: under torchrun, every rank's RNG states (ranks.json; rank 0's are also the main files)."""
+                    snapshot: Snapshot | None = None) -> None:
+    """`snapshot`: under torchrun, every rank's RNG states (ranks.json; rank 0's are also the main files)
+    and, under FSDP, the weights and optimizer state gathered whole (the files a one-process run writes)."""
     def write(tmp: Path) -> None:
-        if rank_states is not None:
-            (tmp / "ranks.json").write_text(json.dumps(rank_states), encoding="utf-8")
-        save_file(model_state(model), str(tmp / "trainable.safetensors"))
+        if snapshot is not None:
+            (tmp / "ranks.json").write_text(json.dumps(snapshot.rank_states), encoding="utf-8")
+        tensors = snapshot.tensors if snapshot is not None and snapshot.tensors is not None else model_state(model)
+        save_file(tensors, str(tmp / "trainable.safetensors"))
         state = io.BytesIO()  # to memory first: torch's file writer drops the errno of a full disk
         torch.save({
-            "optimizer": optimizer.state_dict(),
+            "optimizer": snapshot.optimizer if snapshot is not None and snapshot.optimizer is not None
+            else optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "torch_rng": torch.get_rng_state(),
@@ -84,18 +96,21 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler,
-                    generators: dict[str, np.random.Generator] | None = None) -> dict[str, Any]:
+                    generators: dict[str, np.random.Generator] | None = None,
+                    place: Place | None = None) -> dict[str, Any]:
+    """`place` lays each saved whole tensor out like the process's own (FSDP: its shard)."""
     folder = Path(folder)
     if not (folder / "position.json").is_file():
         raise TunelabError(f"--resume: no complete checkpoint in {folder}")
-    load_trainable_state(model, read_weights(folder / "trainable.safetensors"))
+    load_trainable_state(model, read_weights(folder / "trainable.safetensors"), place)
     try:  # weights_only: a state.pt that asks to run code (a crafted pickle) is refused, not executed
         state = torch.load(folder / "state.pt", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TunelabError(f"--resume: {folder / 'state.pt'} is not a checkpoint tunelab can read safely "
                            f"({reason[:160]})") from None
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(placed_optimizer_state(state["optimizer"], optimizer, place) if place
+                              else state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
@@ -104,6 +119,15 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler, scaler
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     restore_numpy_state(json.loads((folder / "rng.json").read_text(encoding="utf-8")), generators or {})
     return json.loads((folder / "position.json").read_text(encoding="utf-8"))
+
+
+def placed_optimizer_state(state: dict[str, Any], optimizer, place: Place) -> dict[str, Any]:
+    """A saved optimizer state (whole tensors, keyed by parameter position) with every per-parameter
+    tensor laid out like its parameter; scalars such as Adam's step count stay as they are."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    placed = {index: {key: place(value, params[index]) if isinstance(value, torch.Tensor) and value.dim() else value
+                      for key, value in entry.items()} for index, entry in state["state"].items()}
+    return {**state, "state": placed}
 
 
 def load_rank_states(folder: Path) -> list[dict[str, Any]] | None:
@@ -116,8 +140,9 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
 
-def save_best(folder: Path, model: nn.Module) -> None:
-    atomic_write_dir(Path(folder), lambda tmp: save_file(model_state(model), str(tmp / "trainable.safetensors")))
+def save_best(folder: Path, state: dict[str, torch.Tensor]) -> None:
+    """The best step's trainable weights and buffers (`model_state`), swapped in whole."""
+    atomic_write_dir(Path(folder), lambda tmp: save_file(state, str(tmp / "trainable.safetensors")))
 
 
 def load_best(folder: Path, model: nn.Module) -> None:

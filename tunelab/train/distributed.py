@@ -14,8 +14,10 @@ The step's loss stays the exact mean over all its items (tunelab.train.loop): wi
 micro-batch j over every rank, rank r back-propagates  N · Σ_{j on r} w_j · loss_j / Σ_j w_j,  and
 DDP's mean over the N ranks gives  Σ_j w_j · loss_j / Σ_j w_j.  Σ_j w_j is one all-reduce per step.
 
-Only rank 0 evaluates and writes files (run folder, checkpoints, artifact, report); the other ranks wait
-for its decision (best step, early stop) and take it. Every rank reads a checkpoint on --resume.
+Only rank 0 writes files (run folder, checkpoints, artifact, report); the other ranks wait for its
+decision (best step, early stop) and take it. Under DDP rank 0 alone evaluates its full replica; under
+FSDP every rank runs each periodic evaluation (its layers' weights are gathered as they run) and rank 0
+records it. Every rank reads a checkpoint on --resume.
 """
 
 from __future__ import annotations
@@ -140,9 +142,22 @@ class LossModule(nn.Module):
         return self.task.loss_fn(self.model, batch)
 
 
+@dataclass
+class Snapshot:
+    """What a data-parallel checkpoint adds to rank 0's own state: every rank's RNG states, and under FSDP
+    the trainable weights and optimizer state gathered whole (None under DDP: rank 0 holds them whole),
+    so the files on disk are those of a one-process checkpoint."""
+
+    rank_states: list[dict[str, Any]]
+    tensors: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+
+
 class DataParallel:
     """One rank's view of data-parallel training: which micro-batches it takes, its DDP-wrapped loss,
     and the sums over ranks the loop needs."""
+
+    every_rank_evaluates = False  # DDP: rank 0 evaluates its full replica alone
 
     def __init__(self, model: nn.Module, task: Any, group: Ranks, seed: int):
         self.group = group
@@ -153,7 +168,8 @@ class DataParallel:
                                                        broadcast_buffers=False)
         own_streams(task, group, seed)
 
-    def rank_states(self, generators: dict[str, np.random.Generator]) -> list[dict[str, Any]]:
+    def snapshot(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 generators: dict[str, np.random.Generator]) -> Snapshot:
         """Every rank's torch, Python, numpy and task-generator states, gathered for rank 0's checkpoint
         (a collective: every rank calls it at each checkpoint), so --resume restores each rank's own."""
         from tunelab.train.checkpoint import numpy_state
@@ -161,7 +177,21 @@ class DataParallel:
         mine = {"torch": torch.get_rng_state().tolist(), **numpy_state(generators)}
         states: list[Any] = [None] * self.world
         dist.all_gather_object(states, mine)
-        return states
+        return Snapshot(states)
+
+    def place(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A saved whole tensor laid out like this rank's `like` (a replica holds it whole)."""
+        return value
+
+    def full_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The trainable weights and buffers as one process holds them (a collective under FSDP)."""
+        from tunelab.train.checkpoint import model_state
+
+        return model_state(model)
+
+    def evaluate(self, run: Callable[[nn.Module], Any]) -> Any:
+        """`run(model)` for a periodic evaluation on rank 0's full replica."""
+        return run(self.ddp.module.model)
 
     def restore_rank_state(self, states: list[dict[str, Any]] | None,
                            generators: dict[str, np.random.Generator]) -> None:
@@ -241,6 +271,13 @@ class FollowerRunDir:
         return []
 
 
+def whole(tensor: Any) -> Any:
+    """A sharded tensor gathered whole on the CPU (a collective); anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor().cpu() if isinstance(tensor, DTensor) else tensor
+
+
 def blocks_of(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks FSDP shards one by one (transformer layers, GPT blocks, CNN stages): the
     elements of every ModuleList / Sequential that hold parameters, outermost first."""
@@ -267,6 +304,8 @@ class ShardedParallel(DataParallel):
     tasks that project hidden states through the output embedding themselves (SFT, DPO, GRPO's chunked
     loss) are covered, and so is model work outside the loss (`outside_loss`)."""
 
+    every_rank_evaluates = True  # each forward gathers weights from every rank
+
     def __init__(self, model: nn.Module, task: Any, group: Ranks, seed: int):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -290,6 +329,44 @@ class ShardedParallel(DataParallel):
         """Gradients are reduce-scattered once per step, in the backward of the rank's last micro-batch."""
         self.root.set_requires_gradient_sync(last)
         yield
+
+    def evaluate(self, run: Callable[[nn.Module], Any]) -> Any:
+        """`run(model)` on every rank through the root. The other ranks sample from rank 0's random stream
+        for it (then get their own back), so a sampled generation takes the same number of forwards, and
+        so the same gathers, on every rank; rank 0's stream advances as in one process."""
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        states = share([torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in devices])
+        with contextlib.nullcontext() if self.group.main else torch.random.fork_rng(devices=devices):
+            if not self.group.main:
+                torch.set_rng_state(states[0])
+                for device, state in zip(devices, states[1:], strict=True):
+                    torch.cuda.set_rng_state(state, device)
+            return self.root(None, run=run)
+
+    def full_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The trainable weights and buffers gathered whole (a collective: every rank calls it)."""
+        from tunelab.train.checkpoint import model_state
+
+        return {name: whole(tensor) for name, tensor in model_state(model).items()}
+
+    def snapshot(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 generators: dict[str, np.random.Generator]) -> Snapshot:
+        """The RNG states plus the weights and optimizer state gathered whole, so the checkpoint is a
+        one-process checkpoint (a resume may use another process count, or none)."""
+        state = optimizer.state_dict()
+        gathered = {"state": {index: {key: whole(value) for key, value in entry.items()}
+                              for index, entry in state["state"].items()},
+                    "param_groups": state["param_groups"]}
+        return Snapshot(super().snapshot(model, optimizer, generators).rank_states, self.full_state(model),
+                        gathered)
+
+    def place(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """This rank's shard of a saved whole tensor, laid out like `like` (cut locally: every rank read it)."""
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        if not isinstance(like, DTensor):
+            return value
+        return distribute_tensor(value.to(like.dtype), like.device_mesh, like.placements, src_data_rank=None)
 
     def final_model(self, model: nn.Module, rebuild) -> nn.Module | None:
         """The trained weights gathered (a collective) into `rebuild()`, a plain copy of the model, on rank 0;

@@ -34,7 +34,14 @@ from tunelab.progress import console, progress_bar
 from tunelab.rundir import RunDir
 from tunelab.tasks.base import Task
 from tunelab.train.batching import epoch_rng
-from tunelab.train.checkpoint import load_best, load_checkpoint, load_rank_states, save_best, save_checkpoint
+from tunelab.train.checkpoint import (
+    load_best,
+    load_checkpoint,
+    load_rank_states,
+    model_state,
+    save_best,
+    save_checkpoint,
+)
 from tunelab.train.distributed import DataParallel, data_parallel, ranks, share
 from tunelab.train.optim import build_optimizer, build_scheduler
 from tunelab.train.out_of_memory import out_of_memory_as_error
@@ -109,7 +116,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
     position = fresh_position()
     if resume and (run.path / "checkpoints" / "last").exists():
         position = load_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
-                                   task.generators)
+                                   task.generators, parallel.place if parallel else None)
         if parallel:
             parallel.restore_rank_state(load_rank_states(run.path / "checkpoints" / "last"), task.generators)
         run.truncate_metrics(position["step"])
@@ -143,17 +150,17 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
                     run.log({"step": position["step"], "epoch": position["epoch"], "loss": loss,
                              "lr": scheduler.get_last_lr()[0], **logged})
                 if eval_every and position["step"] % eval_every == 0:
-                    if main:
+                    if main or parallel.every_rank_evaluates:  # FSDP: every rank gathers its layers' weights
                         metrics = periodic_eval(model, task, run, position, cfg, metric, precision, prefix_cache,
-                                                device)
-                        if on_eval is not None and on_eval(position["step"], metrics):
+                                                device, parallel)
+                        if main and on_eval is not None and on_eval(position["step"], metrics):
                             position["stopped_early"] = True
                     position = share(position)  # best step and early stop as rank 0 decided
                 if checkpoint_due(position["step"], cfg):
-                    states = parallel.rank_states(task.generators) if parallel else None
+                    snapshot = parallel.snapshot(model, optimizer, task.generators) if parallel else None
                     if main:
                         save_checkpoint(run.path / "checkpoints" / "last", model, optimizer, scheduler, scaler,
-                                        position, task.generators, states)
+                                        position, task.generators, snapshot)
                 if position["stopped_early"]:
                     break
             if position["batch"] >= len(batches):
@@ -284,10 +291,15 @@ def count_skipped(position: dict[str, Any], applied: bool, loss: float, cfg: Tra
 
 def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str, Any], cfg: TrainConfig,
                   metric: str, precision: Precision, prefix_cache: FrozenPrefixCache | None,
-                  device: torch.device) -> dict[str, Any]:
-    """Evaluate, keep the best weights on disk, count evals without improvement for early stopping."""
+                  device: torch.device, parallel: DataParallel | None = None) -> dict[str, Any]:
+    """Evaluate, keep the best weights on disk, count evals without improvement for early stopping.
+    Under torchrun the ranks that evaluate (rank 0; every rank under FSDP) call it, rank 0 writes."""
     started = time.perf_counter()
-    metrics = task.evaluate(model, None, precision.autocast, eval_prefix(prefix_cache, device))
+
+    def evaluate(current: nn.Module) -> dict[str, Any]:
+        return task.evaluate(current, None, precision.autocast, eval_prefix(prefix_cache, device))
+
+    metrics = parallel.evaluate(evaluate) if parallel else evaluate(model)
     model.train()
     position["evals"] = position.get("evals", 0) + 1  # a checkpoint of an older version lacks the two
     position["eval_seconds"] = position.get("eval_seconds", 0.0) + time.perf_counter() - started
@@ -299,7 +311,9 @@ def periodic_eval(model: nn.Module, task: Task, run: RunDir, position: dict[str,
     better = best is None or (value < best if lower_is_better(metric) else value > best)
     if better:
         position.update(best=value, best_step=position["step"], bad_evals=0)
-        save_best(run.path / "checkpoints" / "best", model)
+        state = parallel.full_state(model) if parallel else model_state(model)  # FSDP: gathered on every rank
+        if parallel is None or parallel.group.main:
+            save_best(run.path / "checkpoints" / "best", state)
     else:
         position["bad_evals"] += 1
         if cfg.early_stopping and position["bad_evals"] >= cfg.early_stopping:
