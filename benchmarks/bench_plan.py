@@ -11,6 +11,9 @@ as a fresh run does. Goal: |error| ≤ 15% for peak and step.
 
     python benchmarks/bench_plan.py            # every setting
     python benchmarks/bench_plan.py --only sft_256 dpo
+    python benchmarks/bench_plan.py --encoder DIR --causal-lm DIR   # other models (e.g. on a GPU machine)
+
+On a CUDA machine the same code predicts and measures PyTorch's allocated GPU memory instead of RSS.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import vector_extensions  # noqa: E402
 
-SHORT = ["train.checkpoint_every=null", "train.threads=2"]  # settings without eval_every= add eval_every=null
+SHORT = ["train.checkpoint_every=null"]  # settings without eval_every= add eval_every=null
+ENCODER_RECIPES = ("configs/demo.yaml", "configs/squad2_lora.yaml")
+CAUSAL_LM_RECIPES = ("configs/gsm8k_sft.yaml", "configs/hh_dpo.yaml")
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "classification_lora_b16": ("configs/demo.yaml", [
         "variants={}", "data.limit=1024", "train.max_steps=30", "train.batch_size=16", "model.max_length=128",
@@ -64,9 +69,9 @@ def tunelab(args: list[str], cache: Path) -> subprocess.CompletedProcess:
                           text=True, check=False)
 
 
-def measure(name: str, recipe: str, overrides: list[str], cache: Path, out: Path) -> dict:
+def measure(name: str, recipe: str, overrides: list[str], cache: Path, out: Path, extra: list[str]) -> dict:
     evals = [] if any(o.startswith("train.eval_every=") for o in overrides) else ["train.eval_every=null"]
-    settings = [*overrides, *SHORT, *evals, f"output_dir={out / name}", f"name={name}"]
+    settings = [*overrides, *SHORT, *evals, *extra, f"output_dir={out / name}", f"name={name}"]
     for stale in cache.rglob("dpo-ref-*.npy"):  # each run computes its reference log-probs, as a fresh run does
         stale.unlink()
     planned = tunelab(["plan", recipe, *settings], cache)
@@ -82,16 +87,27 @@ def measure(name: str, recipe: str, overrides: list[str], cache: Path, out: Path
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", help="names of settings to run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--encoder", help="model.name for the classification and QA settings (default: minilm)")
+    parser.add_argument("--causal-lm", help="model.name for the SFT and DPO settings (default: smollm2-135m)")
     args = parser.parse_args()
     names = args.only or list(SETTINGS)
     # The model/GGUF conversions and token caches are shared (a user's second run finds them too).
     cache = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
-    print(f"CPU: {vector_extensions()}; 2 threads")
+    import torch
+
+    gpu = f"; GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    print(f"CPU: {vector_extensions()}; {args.threads} threads{gpu}")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
             recipe, overrides = SETTINGS[name]
-            row = measure(name, recipe, overrides, cache, Path(folder))
+            extra = [f"train.threads={args.threads}"]
+            if args.encoder and recipe in ENCODER_RECIPES:
+                extra.append(f"model.name={args.encoder}")
+            if args.causal_lm and recipe in CAUSAL_LM_RECIPES:
+                extra.append(f"model.name={args.causal_lm}")
+            row = measure(name, recipe, overrides, cache, Path(folder), extra)
             rows.append(row)
             if "error" in row:
                 print(f"{name}: {row['error']}", flush=True)

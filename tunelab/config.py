@@ -80,6 +80,12 @@ class TrainConfig(Frozen):
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW's (β1, β2)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(default=False, description="SGD: Nesterov momentum")
+    lookahead_every: int | None = Field(
+        default=None, ge=1, description="adamw/sgd: every N steps move slow weights toward the trained ones and "
+        "restart from them (airbench94's lookahead); the run ends on the slow weights")
+    lookahead_decay: float = Field(
+        default=0.95**5, gt=0, lt=1, description="lookahead: the slow weights' decay at the last step, "
+        "reached along (step / steps)^3")
     weight_decay: float = Field(default=0.01, ge=0)
     scale_weight_decay: float = Field(default=1e-4, ge=0, description="weight decay on adapter scales (seed 000)")
     warmup_ratio: float = Field(default=0.06, ge=0, lt=1)
@@ -112,6 +118,12 @@ class TrainConfig(Frozen):
     fsdp: bool = Field(
         default=False, description="under torchrun (tunelab run --nproc N): shard weights, gradients and "
         "optimizer state over the processes (FSDP) instead of replicating them (DDP)")
+
+    @model_validator(mode="after")
+    def lookahead_wraps_one_optimizer(self) -> TrainConfig:
+        if self.lookahead_every is not None and self.optimizer == "muon":
+            raise ValueError("train.lookahead_every works with optimizer adamw or sgd, not muon")
+        return self
 
 
 class EvalConfig(Frozen):

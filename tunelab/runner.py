@@ -26,6 +26,7 @@ from tunelab.models.fast_dropout import use_fast_dropout
 from tunelab.models.heads import head_patterns_in
 from tunelab.models.init_from import artifact_kind, carry_adapters, init_artifact, load_scratch_weights
 from tunelab.models.source import ModelSource
+from tunelab.plan.device_memory import lifetime_peak_mb, on_cuda, reserved_peak_mb
 from tunelab.plan.record import predicted_vs_measured
 from tunelab.plan.rss import process_peak_mb
 from tunelab.progress import console
@@ -259,7 +260,11 @@ def run_single(config: RunConfig, label: str, parent: Path, resume: Path | None 
         "eval_seconds": round(result.periodic_eval_seconds + result.final_eval_seconds, 2),
         "evaluations": result.periodic_evals + 1,
     }
-    planned = predicted_vs_measured(config, summary["peak_rss_mb"], result.steady_step_seconds,
+    if on_cuda(device):
+        summary["peak_cuda_allocated_mb"] = round(lifetime_peak_mb(device), 1)
+        summary["peak_cuda_reserved_mb"] = round(reserved_peak_mb(device), 1)
+    measured_peak = summary.get("peak_cuda_allocated_mb", summary["peak_rss_mb"])
+    planned = predicted_vs_measured(config, measured_peak, result.steady_step_seconds,
                                     result.periodic_eval_seconds + result.final_eval_seconds,
                                     result.train_seconds)
     if planned is not None:

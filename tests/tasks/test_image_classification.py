@@ -144,7 +144,7 @@ model:
   arch: {type: fastcnn, widths: [8, 16, 16]}
 data: {dataset: cifar10, limit: 160, eval_limit: 100}
 train: {optimizer: sgd, lr: 0.05, batch_size: 16, max_steps: 6, checkpoint_every: 2, precision: fp32,
-        log_every: 1, warmup_ratio: 0.0, schedule: linear}
+        log_every: 1, warmup_ratio: 0.0, schedule: linear, lookahead_every: 3}
 vision: {flip: true, translate: 2, label_smoothing: 0.2, tta_flip: true, tta_translate: 1, channels_last: true,
          misclassified: 8}
 """
@@ -201,6 +201,20 @@ def test_interrupted_run_resumes_exactly_and_reloads(tmp_path, monkeypatch, caps
     loaded = load_run_model(full)
     loaded.task.prepare_data(None, "", None)
     assert loaded.task.evaluate(loaded.model)["accuracy"] == theirs["metrics"]["accuracy"]
+
+
+def test_a_bf16_autocast_run_writes_its_evaluation_files(tmp_path):
+    """bf16 autocast (what train.precision=auto picks on a GPU) yields bf16 logits; the metrics and
+    predictions.csv are computed from them in fp32."""
+    recipe = tmp_path / "vis.yaml"
+    recipe.write_text(RECIPE)
+    assert main(["run", str(recipe), f"output_dir={tmp_path}", "train.precision=bf16", "train.max_steps=2",
+                 "train.checkpoint_every=null", "vision.tta_translate=0"]) == 0
+    (run,) = list((tmp_path / "vis").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["precision"] == "bf16"
+    rows = (run / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 100 and 0.0 <= summary["metrics"]["accuracy"] <= 1.0
 
 
 def test_bad_arch_keys_are_one_line_errors(tmp_path, capsys):

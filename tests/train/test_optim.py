@@ -136,3 +136,62 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     scheduler.step()  # one schedule scales both optimizers' groups
     assert optimizer.muon.param_groups[0]["lr"] == pytest.approx(0.02 * 2 / 5)
     assert optimizer.adamw.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 5)
+
+
+class Scalar(nn.Module):
+    """One weight w with loss w: every gradient is 1, so plain SGD at lr 1 moves w by -1 per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+
+def sgd_with_lookahead(total_steps: int, every: int, decay: float) -> tuple[Scalar, torch.optim.Optimizer]:
+    model = Scalar()
+    cfg = TrainConfig(optimizer="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, lookahead_every=every,
+                      lookahead_decay=decay)
+    return model, build_optimizer(model, cfg, total_steps)
+
+
+def take_steps(model: Scalar, optimizer: torch.optim.Optimizer, steps: int) -> list[float]:
+    seen = []
+    for _ in range(steps):
+        model.w.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seen.append(float(model.w.detach()))
+    return seen
+
+
+@pytest.mark.parametrize("total_steps, expected", [
+    # 4 steps, every 2: the slow weight starts at step 2 (w = -2); at step 4 (beta = 0.5 (4/4)^3 = 0.5) it moves
+    # half-way to w = -4, so -3, and the run ends there
+    (4, [-1.0, -2.0, -3.0, -3.0]),
+    # 5 steps: at step 4 beta = 0.5 (4/5)^3 = 0.256, slow = -2 + 0.744 (-4 + 2) = -3.488; step 5 moves to
+    # -4.488 and, being the last, ends on the slow weight -3.488
+    (5, [-1.0, -2.0, -3.0, -3.488, -3.488]),
+])
+def test_lookahead_moves_slow_weights_by_the_cubic_schedule_and_ends_on_them(total_steps, expected):
+    model, optimizer = sgd_with_lookahead(total_steps, every=2, decay=0.5)
+    assert take_steps(model, optimizer, total_steps) == pytest.approx(expected)
+
+
+def test_lookahead_state_round_trips_through_the_optimizer_state_dict():
+    """Stop after 5 of 9 steps, reload weights and optimizer state into fresh objects: the same path as
+    training straight through (the slow weight and the step count are in the state dict)."""
+    model, optimizer = sgd_with_lookahead(9, every=2, decay=0.9)
+    straight = take_steps(model, optimizer, 9)
+    first, optimizer = sgd_with_lookahead(9, every=2, decay=0.9)
+    head = take_steps(first, optimizer, 5)
+    state = optimizer.state_dict()
+    assert "lookahead_slow" in state["state"][0] and state["param_groups"][0]["lookahead_step"] == 5
+    second, resumed = sgd_with_lookahead(9, every=2, decay=0.9)
+    second.load_state_dict(first.state_dict())
+    resumed.load_state_dict(state)
+    assert head + take_steps(second, resumed, 4) == pytest.approx(straight)
+    assert straight[-1] != pytest.approx(-9.0)  # the averaging did change the path
+
+
+def test_lookahead_with_muon_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="train.lookahead_every"):
+        TrainConfig(optimizer="muon", lookahead_every=5)

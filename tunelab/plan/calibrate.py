@@ -5,7 +5,7 @@ Memory and time of a step are not guessed from a formula alone: the same code th
 sizes b1 < b2 and is measured. Per size:
 
 - memory: one micro-step on the b longest training examples (the worst padding the run will meet), its
-  peak RSS sampled (`tunelab.plan.rss`);
+  peak memory (RSS on the CPU, sampled; PyTorch's allocated GPU memory on CUDA: `tunelab.plan.device_memory`);
 - time: micro-steps on batches of the run's own epoch (spread over it), their mean wall time: at least
   MIN_TIMED_STEPS and until MIN_TIMED_SECONDS have passed (at most MAX_TIMED_STEPS), so a cheap step is
   averaged over enough repeats that timer and scheduler noise fall below a few per cent. Where
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tunelab.plan.rss import current_rss_mb, sampled_peak
+from tunelab.plan.device_memory import current_mb, sampled_peak, synchronize
 from tunelab.tasks.base import Task
 from tunelab.train.batching import epoch_rng
 from tunelab.train.loop import accumulate, optimizer_step
@@ -42,7 +42,7 @@ MAX_TIMED_STEPS = 32  # ... but never more than this many
 
 @dataclass
 class SizePoint:
-    """What one micro-batch size cost: peak RSS (MB) on the longest examples, seconds per micro-step."""
+    """What one micro-batch size cost: peak memory (MB) on the longest examples, seconds per micro-step."""
 
     size: int
     peak_mb: float
@@ -53,7 +53,7 @@ class SizePoint:
 @dataclass
 class Calibration:
     points: list[SizePoint]
-    warm_mb: float  # RSS after the warm-up step: weights, data, optimizer state
+    warm_mb: float  # memory after the warm-up step: weights, data, optimizer state
     warmup_seconds: float
 
 
@@ -118,7 +118,7 @@ def calibrate(model: torch.nn.Module, task: Task, precision: Precision, device: 
     (whose batches set the length scaling; default one epoch)."""
     cfg = task.config.train
     sizes = sizes or calibration_sizes(cfg.batch_size)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, steps or 10_000)
     scheduler = build_scheduler(optimizer, 10_000, cfg)
     scaler = precision.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -133,15 +133,16 @@ def calibrate(model: torch.nn.Module, task: Task, precision: Precision, device: 
         started = time.perf_counter()
         accumulate(model, task, [index], step, precision, scaler, device, prefix_cache)
         optimizer_step(optimizer, scheduler, scaler, trainable, cfg.clip)
+        synchronize(device)
         step += 1
         return time.perf_counter() - started
 
     warmup = micro_step(pooled_indices(batches, sizes[0]))
-    warm_mb = current_rss_mb()
+    warm_mb = current_mb(device)
     points = []
     for size in sizes:
         longest = longest_indices(lengths, size, batches)
-        with sampled_peak() as peak:
+        with sampled_peak(device) as peak:
             micro_step(longest)
         timed, times = [], []
         for number in spread_order(MAX_TIMED_STEPS):

@@ -60,11 +60,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import torch
 
     from tunelab.plan.calibrate import calibrate
+    from tunelab.plan.device_memory import lifetime_peak_mb, memory_name
     from tunelab.plan.eval_cost import time_evaluations
     from tunelab.plan.planner import make_plan
     from tunelab.plan.record import save_plan
     from tunelab.plan.report import print_plan
-    from tunelab.plan.rss import process_peak_mb
     from tunelab.runner import build_cache, load_task, place_model, prepare_model, quiet_transformers
     from tunelab.train.loop import total_steps_for
     from tunelab.train.precision import choose_precision, default_device
@@ -82,7 +82,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     prefix_cache = build_cache(model, task, source, config, precision)
     import tunelab.report.plots  # noqa: F401 (a run ends with plots and a report: matplotlib's memory is in its peak)
 
-    loading_peak = process_peak_mb()
+    loading_peak = lifetime_peak_mb(device)
     cfg = config.train
     calibration = calibrate(model, task, precision, device, prefix_cache, steps=total_steps_for(task, cfg))
     evals = None if args.no_eval else time_evaluations(model, task, precision, device, cfg.eval_every, prefix_cache)
@@ -93,7 +93,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             config.task in ("sft", "dpo") and not args.no_fallback:
         fallback = plan_with_checkpointing(args)
     description = f"{config.task}, {config.model.name or 'from scratch'}, {config.adapter.variant}, " \
-                  f"{device.type} {precision.name}, {torch.get_num_threads()} threads"
+                  f"{device.type} {precision.name}, {torch.get_num_threads()} threads, memory: {memory_name(device)}"
     print_plan(plan, description, fallback)
     path = save_plan(config, plan, description)
     if args.json:
@@ -120,7 +120,8 @@ def add_parsers(verbs) -> None:
                                          "steps), and the micro-batch x accumulation that fits --memory")
     plan.add_argument("recipe", help="YAML recipe")
     plan.add_argument("overrides", nargs="*", help="dotted overrides, as for tunelab run")
-    plan.add_argument("--memory", type=parse_memory, metavar="SIZE", help="memory to fit in, e.g. 8GB (RSS on CPU)")
+    plan.add_argument("--memory", type=parse_memory, metavar="SIZE", help="memory to fit in, e.g. 8GB (RSS on the CPU, "
+                      "PyTorch's allocated memory on a GPU)")
     plan.add_argument("--time", type=parse_duration, metavar="DURATION", help="time to finish in, e.g. 30m")
     plan.add_argument("--variant", help="plan this variant of the recipe (default: the recipe as written)")
     plan.add_argument("--json", metavar="FILE", help="also write the plan as JSON")

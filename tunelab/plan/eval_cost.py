@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tunelab.plan.rss import current_rss_mb, sampled_peak
+from tunelab.plan.device_memory import current_mb, sampled_peak, synchronize
 from tunelab.tasks.base import Task
 from tunelab.train.loop import eval_prefix
 from tunelab.train.precision import Precision
@@ -49,11 +49,12 @@ def time_evaluations(model: torch.nn.Module, task: Task, precision: Precision, d
     prefix = eval_prefix(prefix_cache, device)
 
     def timed(out_dir: Path | None) -> tuple[float, float]:
-        """(seconds, MB the evaluation raised RSS above where it started)."""
-        before = current_rss_mb()
-        with sampled_peak() as sampled:
+        """(seconds, MB the evaluation raised memory above where it started)."""
+        before = current_mb(device)
+        with sampled_peak(device) as sampled:
             started = time.perf_counter()
             task.evaluate(model, out_dir, precision.autocast, prefix)
+            synchronize(device)
             seconds = time.perf_counter() - started
         return seconds, sampled.mb - before
 

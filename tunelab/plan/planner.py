@@ -8,7 +8,7 @@ With two calibrated sizes b1 < b2 (`tunelab.plan.calibrate`), both costs are lin
 
 An optimizer step of global batch G = b·k takes k micro-steps: t_step = k·t_micro(b) = G·t0/b + G·t1, so
 for a fixed G the largest b that fits is the fastest. The plan keeps the recipe's G
-(train.batch_size × train.grad_accum) and picks b among the divisors of G. Peak RSS of the whole run is
+(train.batch_size × train.grad_accum) and picks b among the divisors of G. Peak memory of the whole run is
 max(what loading the model and data already reached, peak(b), an evaluation's peak); the ETA is
 optimizer steps × t_step plus the evaluations, each timed once before training (`tunelab.plan.eval_cost`).
 """

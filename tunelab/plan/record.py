@@ -11,7 +11,8 @@ After training, the run writes `plan` into summary.json:
 (eval: every evaluation together; total: training plus evaluations, what the plan's ETA counts; the
 eval and total pairs only when the plan timed the evaluations.)
 
-Measured peak is the run process's highest RSS (ru_maxrss): for the second variant of a recipe run in one
+Measured peak is the run process's highest RSS (ru_maxrss) on the CPU, its highest allocated GPU memory
+(torch.cuda.max_memory_allocated) on CUDA: for the second variant of a recipe run in one
 process it includes what the first one reached. Measured step time is the mean after the first few steps
 (the same steady state the calibration times).
 """

@@ -212,7 +212,7 @@ class ImageClassificationTask(Task):
             x = self.collate(np.arange(start, min(start + size, len(self.eval_y))), split="eval")["pixels"].to(device)
             with autocast() if autocast else _null():
                 logits = tta_logits(model, x, vision.tta_flip, vision.tta_translate, vision.channels_last)
-            outputs.append(logits.cpu())
+            outputs.append(logits.float().cpu())  # bf16 autocast logits: numpy and the metrics want fp32
         return torch.cat(outputs)
 
     def periodic_metrics(self) -> tuple[str, ...]:

@@ -108,8 +108,8 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, run: RunDir, precision
     group = ranks()  # None in one process; under torchrun this rank's place (tunelab.train.distributed)
     parallel = data_parallel(model, task, group, cfg.seed, cfg.fsdp) if group else None
     main = group is None or group.main  # rank 0 evaluates and writes; the others follow its decisions
-    optimizer = build_optimizer(model, cfg)
     total_steps = total_steps_for(task, cfg)
+    optimizer = build_optimizer(model, cfg, total_steps)
     scheduler = build_scheduler(optimizer, total_steps, cfg)
     scaler = precision.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -1,5 +1,5 @@
 """AdamW (or SGD with momentum, or Muon + AdamW) with per-group weight decay and the learning-rate
-schedules recipes name.
+schedules recipes name, optionally with lookahead weight averaging.
 
 Groups: biases/norms and magnitude vectors get no decay; adapter scales get the small decay seed
 000 used (1e-4) so they neither collapse nor explode; the task head may have its own lr.
@@ -37,17 +37,55 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int | None = None) -> torch.optim.Optimizer:
+    """`total_steps`: the run's optimizer steps, which the lookahead schedule needs (None: no lookahead)."""
     groups = param_groups(model, cfg)
     if not groups:
         from tunelab.errors import TunelabError
 
         raise TunelabError("nothing to train: no parameter has requires_grad (check adapter.targets)")
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
     if cfg.optimizer == "muon":
         return MuonAdamW(model, groups, cfg)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, foreach=True)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, foreach=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, foreach=True)
+    if cfg.lookahead_every and total_steps:
+        add_lookahead(optimizer, total_steps, cfg.lookahead_every, cfg.lookahead_decay)
+    return optimizer
+
+
+def add_lookahead(optimizer: torch.optim.Optimizer, total_steps: int, every: int, decay: float) -> None:
+    """Lookahead weight averaging, as airbench94 trains CIFAR-10: after every `every`-th optimizer step t,
+
+        slow <- slow + (1 - beta_t) (fast - slow),   beta_t = decay * (t / T)^3,   fast <- slow,
+
+    so early training is barely averaged and the end the most; after the last step T the weights are the
+    slow ones. The slow weights start as the weights at the first update (airbench's start at the initial
+    weights, which beta ~ (every / T)^3 ~ 0 weighs not at all). They live in the optimizer state and the
+    step count in the parameter groups, so checkpoints hold both and a resumed run averages the same.
+    Parameters only: BatchNorm running statistics keep following the trained weights."""
+    for group in optimizer.param_groups:
+        group.setdefault("lookahead_step", 0)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def after_step(opt: torch.optim.Optimizer, args, kwargs) -> None:
+        step = opt.param_groups[0]["lookahead_step"] + 1
+        for group in opt.param_groups:
+            group["lookahead_step"] = step
+        if step % every and step != total_steps:
+            return
+        beta = decay * min(1.0, step / total_steps) ** 3
+        for param in params:
+            state = opt.state[param]
+            if "lookahead_slow" not in state:
+                state["lookahead_slow"] = param.detach().clone()
+            elif step % every == 0:
+                state["lookahead_slow"].lerp_(param.detach(), 1.0 - beta)
+            param.copy_(state["lookahead_slow"])
+
+    optimizer.register_step_post_hook(after_step)
 
 
 def muon_matrices(model: nn.Module) -> set[int]:
