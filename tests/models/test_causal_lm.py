@@ -8,7 +8,8 @@ from tests.tasks.tiny_chat import save_chat_model
 from tunelab.adapters.inject import adapter_modules, inject_adapters
 from tunelab.adapters.spec import AdapterConfig
 from tunelab.config import ModelConfig
-from tunelab.models.causal_lm import is_device_mapped, load_causal_lm
+from tunelab.models.causal_lm import load_causal_lm
+from tunelab.models.placement import is_device_mapped
 from tunelab.train.lm_loss import mean_nll
 from tunelab.train.packing import collate_padded
 

@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from tunelab.errors import TunelabError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_FORMATS = {
     ".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".tsv.gz": "tsv",
@@ -189,6 +191,8 @@ def first_line(exc: BaseException) -> str:
 
 def read_table(path: str | Path, key: str = "data.train") -> pd.DataFrame:
     """Read any supported file; `key` names the recipe key in error messages."""
+    import pandas as pd  # imported where tables are read: 0.3 s a text-only run does not pay
+
     path = Path(path)
     if not path.is_file():
         raise TunelabError(f"{key}: file not found: {path}")
@@ -217,6 +221,8 @@ UNDECODABLE = "\ufffd"  # what a byte that is not UTF-8 decodes to with errors="
 
 def mark_undecodable(frame: pd.DataFrame) -> pd.DataFrame:
     """Flag rows holding bytes that are not UTF-8, instead of failing the whole file on the first one."""
+    import pandas as pd
+
     text = frame[[c for c in frame.columns if pd.api.types.is_string_dtype(frame[c])]]
     if text.empty:
         return frame
@@ -230,6 +236,8 @@ def read_json_lines(path: Path) -> pd.DataFrame:
     """One record per non-empty line; a line that is not a JSON object (or not UTF-8) becomes an empty
     row flagged malformed_json / undecodable_bytes, so one bad line costs one row, not the file."""
     import gzip
+
+    import pandas as pd
 
     opener = gzip.open if path.name.endswith(".gz") else open
     records, issues = [], []
@@ -255,6 +263,8 @@ def read_json_lines(path: Path) -> pd.DataFrame:
 def read_text_lines(path: Path) -> pd.DataFrame:
     """A plain text file becomes one row per non-empty line in a `text` column."""
     import gzip
+
+    import pandas as pd
 
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as handle:

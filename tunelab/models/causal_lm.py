@@ -51,12 +51,6 @@ def device_map(device: torch.device) -> dict[str, int | str]:
     return {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
 
 
-def is_device_mapped(model: nn.Module) -> bool:
-    """True when the model was placed at load time (quantised or device-mapped): `.to(device)` must be
-    skipped, bitsandbytes layers cannot be cast and a multi-device map would be undone."""
-    return bool(getattr(model, "is_quantized", False) or getattr(model, "hf_device_map", None))
-
-
 def release_checkpoint_file(model: nn.Module) -> None:
     """Copy the float parameters still backed by the memory-mapped checkpoint into ordinary memory.
 
