@@ -18,6 +18,7 @@ tokenizer files only, and the script builds randomly initialised models of exact
 memory and agreement between launch modes do not depend on the weights' values; accuracy does, and no
 accuracy of these two models is reported.
 
+    bash tools/gpu_carry.sh                                              # here: builds .gpu/ (wheels, shapes)
     python benchmarks/gpu_checks.py --shapes .gpu --out $OUT            # on the GPU machine
     python benchmarks/gpu_checks.py --shapes .gpu --out /tmp/o --quick  # the same checks, tiny, any machine
 """
